@@ -1,0 +1,194 @@
+"""Avro events in the Confluent wire format: magic byte 0, 4-byte big-endian schema id, body.
+
+Schema ids resolve through a local catalogue, ``schemas/registry.json``, which maps each
+id to an ``.avsc`` file. When ``PREFSYNC_SCHEMA_REGISTRY_URL`` is set, ids missing from
+the catalogue are fetched from that Schema Registry (``GET /schemas/ids/{id}``) and
+cached. Readers always decode into the newest local schema of the same record name, so
+old and new writers coexist.
+
+Logical types are removed from every schema before parsing: timestamps stay epoch
+milliseconds and dates stay epoch days, which is what the domain code expects and avoids
+a datetime object per field.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import struct
+from pathlib import Path
+from typing import Any
+
+import fastavro
+from fastavro.types import Schema
+
+from prefsync.errors import ConfigError, DecodeError
+
+__all__ = ["SCHEMA_DIR", "SchemaCatalog", "WireCodec"]
+
+MAGIC_BYTE = 0
+HEADER_BYTES = 5
+_HEADER = struct.Struct(">bI")
+SCHEMA_DIR = Path(
+    os.environ.get(
+        "PREFSYNC_SCHEMA_DIR", Path(__file__).resolve().parents[1] / "schemas"
+    )
+)
+
+
+def _strip_logical_types(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {
+            k: _strip_logical_types(v) for k, v in node.items() if k != "logicalType"
+        }
+    if isinstance(node, list):
+        return [_strip_logical_types(v) for v in node]
+    return node
+
+
+class SchemaCatalog:
+    """Schemas by id, from the local catalogue and optionally a Schema Registry."""
+
+    def __init__(self, schema_dir: Path = SCHEMA_DIR, registry_url: str | None = None):
+        self._registry_url = registry_url.rstrip("/") if registry_url else None
+        self._by_id: dict[int, tuple[str, Schema]] = {}
+        self.latest_id: dict[str, int] = {}
+        catalogue_path = schema_dir / "registry.json"
+        try:
+            catalogue = json.loads(catalogue_path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ConfigError(
+                f"cannot read the schema catalogue {catalogue_path}: {exc}; "
+                "set PREFSYNC_SCHEMA_DIR to the folder holding registry.json"
+            ) from exc
+        for id_text, filename in sorted(
+            catalogue["schemas"].items(), key=lambda i: int(i[0])
+        ):
+            raw = json.loads((schema_dir / filename).read_text())
+            self._add(int(id_text), raw)
+
+    def _add(self, schema_id: int, raw: dict[str, Any]) -> tuple[str, Schema]:
+        parsed = fastavro.parse_schema(_strip_logical_types(raw))
+        name = parsed["name"]  # type: ignore[index]
+        entry = (name, parsed)
+        self._by_id[schema_id] = entry
+        if schema_id >= self.latest_id.get(name, -1):
+            self.latest_id[name] = schema_id
+        return entry
+
+    def get(self, schema_id: int) -> tuple[str, Schema]:
+        """Return ``(record name, parsed schema)`` for an id.
+
+        Raises:
+            DecodeError: the id is unknown locally and no registry knows it.
+        """
+        entry = self._by_id.get(schema_id)
+        if entry is not None:
+            return entry
+        if self._registry_url is None:
+            raise DecodeError(
+                f"unknown schema id {schema_id}: add it to schemas/registry.json or set "
+                "PREFSYNC_SCHEMA_REGISTRY_URL",
+                error_class="unknown_schema_id",
+                schema_id=schema_id,
+            )
+        return self._fetch(schema_id)
+
+    def _fetch(self, schema_id: int) -> tuple[str, Schema]:
+        import httpx
+
+        try:
+            response = httpx.get(
+                f"{self._registry_url}/schemas/ids/{schema_id}", timeout=5
+            )
+        except httpx.HTTPError as exc:
+            raise DecodeError(
+                f"schema registry unreachable while resolving schema id {schema_id}",
+                error_class="schema_registry_unavailable",
+                schema_id=schema_id,
+            ) from exc
+        if response.status_code != 200:
+            raise DecodeError(
+                f"unknown schema id {schema_id}: the schema registry answered "
+                f"HTTP {response.status_code}",
+                error_class="unknown_schema_id",
+                schema_id=schema_id,
+            )
+        return self._add(schema_id, json.loads(response.json()["schema"]))
+
+
+class WireCodec:
+    """Encode and decode Confluent-framed Avro messages."""
+
+    def __init__(self, catalog: SchemaCatalog, max_message_bytes: int = 64 * 1024):
+        self.catalog = catalog
+        self.max_message_bytes = max_message_bytes
+
+    def encode(
+        self, record_name: str, record: dict[str, Any], schema_id: int | None = None
+    ) -> bytes:
+        """Frame ``record`` with the newest schema of ``record_name`` (or ``schema_id``)."""
+        if schema_id is None:
+            schema_id = self.catalog.latest_id[record_name]
+        _, schema = self.catalog.get(schema_id)
+        buffer = io.BytesIO()
+        buffer.write(_HEADER.pack(MAGIC_BYTE, schema_id))
+        fastavro.schemaless_writer(buffer, schema, record)
+        return buffer.getvalue()
+
+    def decode(self, payload: bytes | None) -> tuple[int, str, dict[str, Any]]:
+        """Return ``(schema id, record name, record)`` of a framed message.
+
+        Raises:
+            DecodeError: empty, oversized, bad magic byte, unknown schema id, or a
+                body that is not valid Avro for its schema.
+        """
+        if not payload:
+            raise DecodeError(
+                "empty message: expected a Confluent-framed Avro event",
+                error_class="empty_message",
+            )
+        if len(payload) > self.max_message_bytes:
+            raise DecodeError(
+                f"oversized message: {len(payload)} bytes, the limit is "
+                f"{self.max_message_bytes} (PREFSYNC_MAX_MESSAGE_BYTES)",
+                error_class="oversized_message",
+            )
+        if len(payload) < HEADER_BYTES:
+            raise DecodeError(
+                "truncated message: shorter than the 5-byte header",
+                error_class="truncated_header",
+            )
+        magic, schema_id = _HEADER.unpack_from(payload)
+        if magic != MAGIC_BYTE:
+            raise DecodeError(
+                f"invalid magic byte {magic}: expected 0 (Confluent wire format)",
+                error_class="bad_magic_byte",
+            )
+        name, writer = self.catalog.get(schema_id)
+        latest = self.catalog.latest_id.get(name, schema_id)
+        reader = None if latest == schema_id else self.catalog.get(latest)[1]
+        stream = io.BytesIO(payload)
+        stream.seek(HEADER_BYTES)
+        try:
+            record = fastavro.schemaless_reader(stream, writer, reader)
+        except (EOFError, StopIteration) as exc:
+            raise DecodeError(
+                f"truncated Avro body for schema id {schema_id}",
+                error_class="truncated_body",
+                schema_id=schema_id,
+            ) from exc
+        except Exception as exc:  # fastavro raises many types for malformed bodies
+            raise DecodeError(
+                f"invalid Avro body for schema id {schema_id}: {type(exc).__name__}",
+                error_class="invalid_avro",
+                schema_id=schema_id,
+            ) from exc
+        if stream.tell() != len(payload):
+            raise DecodeError(
+                f"trailing bytes after the Avro body for schema id {schema_id}",
+                error_class="trailing_bytes",
+                schema_id=schema_id,
+            )
+        return schema_id, name, record  # type: ignore[return-value]

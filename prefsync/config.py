@@ -1,0 +1,112 @@
+"""Settings read from ``PREFSYNC_*`` environment variables, with defaults for the local stack.
+
+Secrets (encryption keys) are not settings: they come from :mod:`prefsync.crypto`'s key
+sources, so printing a Settings object never reveals one.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from prefsync.errors import ConfigError
+
+__all__ = ["ENV_PREFIX", "Settings", "TopicNames"]
+
+ENV_PREFIX = "PREFSYNC_"
+
+
+@dataclass(frozen=True)
+class TopicNames:
+    """Kafka topic names. Every input topic is keyed by customer id."""
+
+    profile: str = "crm.customer-profile"
+    loyalty: str = "crm.loyalty"
+    terminal_updates: str = "pos.preference-updates"
+    dead_letter: str = "prefsync.dlq"
+    snapshots: str = "prefsync.snapshots"
+    applied: str = "prefsync.applied"
+    defaults: str = "prefsync.defaults"
+
+    def inputs(self) -> list[str]:
+        """Return the topics the worker consumes."""
+        return [self.profile, self.loyalty, self.terminal_updates]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Effective configuration. Build it with :meth:`from_env`."""
+
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    consumer_group: str = "prefsync-worker"
+    topics: TopicNames = field(default_factory=TopicNames)
+    topic_partitions: int = 6
+    batch_max_messages: int = 2000
+    poll_timeout_s: float = 0.5
+    redis_retry_max_delay_s: float = 5.0
+    max_message_bytes: int = 64 * 1024
+    schema_registry_url: str | None = None
+    key_file: Path | None = None
+    stack_dir: Path = Path(".stack")
+    log_level: str = "info"
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
+        """Read every ``PREFSYNC_<FIELD>`` variable, e.g. ``PREFSYNC_REDIS_URL``.
+
+        Topic names use ``PREFSYNC_TOPIC_<NAME>``, e.g. ``PREFSYNC_TOPIC_PROFILE``.
+
+        Raises:
+            ConfigError: a variable holds a value of the wrong type.
+        """
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for item in fields(cls):
+            if item.name == "topics":
+                continue
+            raw = env.get(ENV_PREFIX + item.name.upper())
+            if raw is not None:
+                values[item.name] = _parse(item.name, raw, item.type)
+        topic_values = {
+            item.name: env[ENV_PREFIX + "TOPIC_" + item.name.upper()]
+            for item in fields(TopicNames)
+            if ENV_PREFIX + "TOPIC_" + item.name.upper() in env
+        }
+        return cls(topics=TopicNames(**topic_values), **values)
+
+    def redacted(self) -> dict[str, Any]:
+        """Return the settings as a dict that is safe to log (no credentials in URLs)."""
+        data = asdict(self)
+        data["redis_url"] = _strip_password(self.redis_url)
+        data["key_file"] = str(self.key_file) if self.key_file else None
+        data["stack_dir"] = str(self.stack_dir)
+        return data
+
+
+def _parse(name: str, raw: str, type_name: Any) -> Any:
+    type_text = str(type_name)
+    try:
+        if type_text.startswith("int"):
+            return int(raw)
+        if type_text.startswith("float"):
+            return float(raw)
+        if "Path" in type_text:
+            return Path(raw) if raw else None
+        if type_text.startswith("str | None"):
+            return raw or None
+    except ValueError as exc:
+        raise ConfigError(
+            f"invalid value {raw!r} for {ENV_PREFIX}{name.upper()}: expected {type_text}"
+        ) from exc
+    return raw
+
+
+def _strip_password(url: str) -> str:
+    if "@" not in url:
+        return url
+    scheme, _, rest = url.partition("://")
+    _, _, host = rest.rpartition("@")
+    return f"{scheme}://***@{host}"
