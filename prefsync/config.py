@@ -41,6 +41,7 @@ class Settings:
 
     kafka_bootstrap: str = "127.0.0.1:9092"
     redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_cluster: bool = False
     consumer_group: str = "prefsync-worker"
     topics: TopicNames = field(default_factory=TopicNames)
     topic_partitions: int = 6
@@ -77,11 +78,16 @@ class Settings:
         }
         return cls(topics=TopicNames(**topic_values), **values)
 
+    @property
+    def key_path(self) -> Path:
+        """Return the key file: ``key_file`` if set, else ``keys.json`` in the stack folder."""
+        return self.key_file or self.stack_dir / "keys.json"
+
     def redacted(self) -> dict[str, Any]:
         """Return the settings as a dict that is safe to log (no credentials in URLs)."""
         data = asdict(self)
         data["redis_url"] = _strip_password(self.redis_url)
-        data["key_file"] = str(self.key_file) if self.key_file else None
+        data["key_file"] = str(self.key_path)
         data["stack_dir"] = str(self.stack_dir)
         return data
 
@@ -89,6 +95,10 @@ class Settings:
 def _parse(name: str, raw: str, type_name: Any) -> Any:
     type_text = str(type_name)
     try:
+        if type_text.startswith("bool"):
+            if raw.lower() not in {"1", "0", "true", "false", "yes", "no"}:
+                raise ValueError(raw)
+            return raw.lower() in {"1", "true", "yes"}
         if type_text.startswith("int"):
             return int(raw)
         if type_text.startswith("float"):

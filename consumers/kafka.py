@@ -1,0 +1,50 @@
+"""Thin helpers around confluent-kafka's Consumer. The worker owns the loop and commits."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from confluent_kafka import Consumer, Message, TopicPartition
+
+from prefsync.config import Settings
+
+__all__ = ["consumer_config", "create_consumer", "next_offsets"]
+
+
+def consumer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
+    """Return the consumer configuration: manual commits, start from the earliest offset.
+
+    Auto-commit is off because an offset may be committed only after Redis holds the
+    data of every message before it.
+    """
+    config: dict[str, Any] = {
+        "bootstrap.servers": settings.kafka_bootstrap,
+        "group.id": settings.consumer_group,
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        "partition.assignment.strategy": "cooperative-sticky",
+        "max.poll.interval.ms": 300_000,
+        "session.timeout.ms": 10_000,
+        "fetch.min.bytes": 1,
+        "queued.max.messages.kbytes": 65_536,
+    }
+    config.update(overrides)
+    return config
+
+
+def create_consumer(settings: Settings, **overrides: Any) -> Consumer:
+    """Create a consumer for ``settings``; ``overrides`` replace individual settings."""
+    return Consumer(consumer_config(settings, **overrides))
+
+
+def next_offsets(messages: Iterable[Message]) -> list[TopicPartition]:
+    """Return, per partition, the offset after the last message: what to commit."""
+    highest: dict[tuple[str, int], int] = {}
+    for message in messages:
+        key = (message.topic(), message.partition())
+        offset = message.offset()
+        if offset > highest.get(key, -1):
+            highest[key] = offset
+    return [TopicPartition(t, p, o + 1) for (t, p), o in highest.items()]

@@ -1,0 +1,69 @@
+"""The ``prefsync`` command line. Each subcommand lives in a module that provides
+``configure_parser(parser)`` and ``run(args, settings) -> int``; modules are imported
+only when their command runs, so ``prefsync --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import inspect
+import sys
+from collections.abc import Sequence
+
+from prefsync.config import Settings
+from prefsync.errors import PrefsyncError
+from prefsync.logs import configure_logging
+
+__all__ = ["COMMANDS", "main"]
+
+# name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "stack": ("prefsync.stack", "start, stop or inspect the local Kafka and Redis"),
+    "keys": ("prefsync.commands.keys", "create and inspect encryption keys"),
+    "simulate": ("producers.simulator", "publish a seeded stream of CRM events"),
+    "worker": ("prefsync.commands.worker", "consume CRM events into Redis snapshots"),
+    "lookup": ("prefsync.commands.lookup", "print one customer's preferences"),
+    "demo": ("prefsync.demo", "run the whole pipeline on the local stack"),
+}
+
+
+def _build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="prefsync",
+        description="Sync CRM customer preferences into Redis and apply them at the POS.",
+    )
+    parser.add_argument(
+        "--log-level", default=None, help="debug, info, warning or error (default info)"
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    wanted = next((a for a in argv if a in COMMANDS), None)
+    for name, (module_name, help_text) in COMMANDS.items():
+        sub = subparsers.add_parser(name, help=help_text, description=help_text)
+        # Only the chosen command's module is imported to add its options.
+        if name == wanted:
+            importlib.import_module(module_name).configure_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line and return the exit status."""
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    args = _build_parser(arguments).parse_args(arguments)
+    try:
+        settings = Settings.from_env()
+        configure_logging(args.log_level or settings.log_level)
+        module = importlib.import_module(COMMANDS[args.command][0])
+        run = module.run
+        if len(inspect.signature(run).parameters) == 1:
+            return int(run(args))
+        return int(run(args, settings))
+    except PrefsyncError as exc:
+        print(f"prefsync {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

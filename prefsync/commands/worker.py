@@ -1,0 +1,31 @@
+"""``prefsync worker``: run the ingest worker until SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from prefsync.config import Settings
+from prefsync.kafka_admin import ensure_topics
+from worker.main import build_worker
+
+__all__ = ["configure_parser", "run"]
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    """Add the worker's options."""
+    parser.add_argument(
+        "--until-caught-up",
+        action="store_true",
+        help="exit once every assigned partition is read to its end",
+    )
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    """Consume until stopped and print the final counters as JSON."""
+    ensure_topics(settings)
+    worker = build_worker(settings)
+    worker.install_signal_handlers()
+    stats = worker.run(until_caught_up=args.until_caught_up)
+    print(json.dumps(stats.as_dict()))
+    return 0

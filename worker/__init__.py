@@ -1,0 +1,5 @@
+"""The ingest worker: CRM and terminal events from Kafka into encrypted Redis snapshots."""
+
+from worker.loop import Worker, WorkerStats
+
+__all__ = ["Worker", "WorkerStats"]
