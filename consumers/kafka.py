@@ -28,6 +28,8 @@ def consumer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
         "max.poll.interval.ms": 300_000,
         "session.timeout.ms": 10_000,
         "fetch.min.bytes": 1,
+        # End-of-partition events tell `prefsync worker --until-caught-up` when to stop.
+        "enable.partition.eof": True,
         "queued.max.messages.kbytes": 65_536,
     }
     config.update(overrides)

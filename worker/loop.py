@@ -98,7 +98,9 @@ class Worker:
         self.stats = WorkerStats()
         self._stopping = False
         self._stop_signal: str | None = None
+        self._idle_since = time.monotonic()
         self.assignment: set[tuple[str, int]] = set()
+        self._at_end: set[tuple[str, int]] = set()
 
     def stop(self, signum: int | None = None, _frame: FrameType | None = None) -> None:
         """Ask the loop to finish the current batch, commit and return."""
@@ -125,7 +127,7 @@ class Worker:
             on_assign=self._on_assign,
             on_revoke=self._on_revoke,
         )
-        idle_since = time.monotonic()
+        self._idle_since = time.monotonic()
         try:
             while not self._stopping:
                 messages = self.consumer.consume(
@@ -133,12 +135,13 @@ class Worker:
                 )
                 if messages:
                     self.process(messages)
-                    idle_since = time.monotonic()
+                    self._idle_since = time.monotonic()
                 elif (
                     until_caught_up
                     and self.assignment
                     and (
-                        self.caught_up() or time.monotonic() - idle_since > idle_exit_s
+                        self.caught_up()
+                        or time.monotonic() - self._idle_since > idle_exit_s
                     )
                 ):
                     break
@@ -159,26 +162,21 @@ class Worker:
         self.stats.batches += 1
 
     def caught_up(self) -> bool:
-        """Return True when the committed position of every assigned partition is at its end."""
-        partitions = [TopicPartition(t, p) for t, p in self.assignment]
-        for position in self.consumer.position(partitions):
-            _, high = self.consumer.get_watermark_offsets(
-                position, timeout=5, cached=False
-            )
-            if position.offset < 0 and high > 0:
-                return False
-            if position.offset >= 0 and position.offset < high:
-                return False
-        return True
+        """Return True when every assigned partition has reported its end since its
+        last message (librdkafka's partition EOF event)."""
+        return bool(self.assignment) and self.assignment <= self._at_end
 
     def _decode(self, messages: list[Message]) -> _Batch:
         batch = _Batch()
         for message in messages:
             error = message.error()
             if error is not None:
-                if error.code() != KafkaError._PARTITION_EOF:
+                if error.code() == KafkaError._PARTITION_EOF:
+                    self._at_end.add((message.topic(), message.partition()))
+                else:
                     log.error("consume.error", error=error.str())
                 continue
+            self._at_end.discard((message.topic(), message.partition()))
             self.stats.consumed += 1
             try:
                 _, record_name, record = self.codec.decode(message.value())
@@ -269,6 +267,8 @@ class Worker:
                 delay_s = min(delay_s * 2, self.settings.redis_retry_max_delay_s)
 
     def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._idle_since = time.monotonic()
+        self._at_end.difference_update((p.topic, p.partition) for p in partitions)
         self.assignment.update((p.topic, p.partition) for p in partitions)
         log.info("partitions.assigned", partitions=_describe(partitions))
 

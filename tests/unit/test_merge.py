@@ -28,12 +28,16 @@ def changes(draw: st.DrawFn) -> Change:
     if draw(st.integers(0, 12)) == 0:
         return Change(CUSTOMER, stamp, erase=True)
     scalars = draw(
-        st.dictionaries(st.sampled_from(SCALARS), st.none() | st.integers(0, 9), max_size=3)
+        st.dictionaries(
+            st.sampled_from(SCALARS), st.none() | st.integers(0, 9), max_size=3
+        )
     )
     maps = draw(
         st.dictionaries(
             st.sampled_from(MAPS),
-            st.dictionaries(st.sampled_from("abcd"), st.none() | st.integers(0, 9), max_size=3),
+            st.dictionaries(
+                st.sampled_from("abcd"), st.none() | st.integers(0, 9), max_size=3
+            ),
             max_size=2,
         )
     )
@@ -69,7 +73,9 @@ def test_fold_ignores_order(events: list[Change], rng: random.Random) -> None:
 @given(event_lists, st.randoms(use_true_random=False))
 def test_fold_ignores_duplicates(events: list[Change], rng: random.Random) -> None:
     """Delivering events more than once changes nothing."""
-    duplicated = events + [rng.choice(events) for _ in range(len(events))] if events else []
+    duplicated = (
+        events + [rng.choice(events) for _ in range(len(events))] if events else []
+    )
     rng.shuffle(duplicated)
     assert fold(CUSTOMER, duplicated) == fold(CUSTOMER, events)
 
@@ -93,7 +99,10 @@ def test_clear_and_entries_replace_list() -> None:
     """Clearing a list and naming entries in the same event replaces the list."""
     first = Change(CUSTOMER, (1, 0, 1, 0), maps={"dietary": {"VEGAN": 1, "HALAL": 1}})
     replace = Change(
-        CUSTOMER, (2, 0, 2, 0), maps={"dietary": {"KOSHER": 1}}, clears=frozenset({"dietary"})
+        CUSTOMER,
+        (2, 0, 2, 0),
+        maps={"dietary": {"KOSHER": 1}},
+        clears=frozenset({"dietary"}),
     )
     view = to_view(fold(CUSTOMER, [replace, first]))
     assert view["dietary"] == ["KOSHER"]
