@@ -1,0 +1,87 @@
+"""Confluent wire format: framing, schema ids and every kind of malformed message."""
+
+from __future__ import annotations
+
+import pytest
+
+from prefsync.codec import SchemaCatalog, WireCodec
+from prefsync.domain.events import LOYALTY_RECORD, PROFILE_RECORD
+from prefsync.errors import DecodeError
+
+CODEC = WireCodec(SchemaCatalog(), max_message_bytes=4096)
+EVENT = {
+    "event_id": "e-1",
+    "customer_id": "C1",
+    "occurred_at": 1_760_000_000_000,
+    "crm_version": 4,
+    "special_instructions": "no ice",
+}
+
+
+def test_frame_header() -> None:
+    """A frame starts with magic byte 0 and the big-endian schema id."""
+    frame = CODEC.encode(PROFILE_RECORD, EVENT)
+    assert frame[0] == 0
+    assert int.from_bytes(frame[1:5], "big") == 1
+
+
+def test_round_trip_defaults() -> None:
+    """Absent optional fields decode as their defaults."""
+    schema_id, name, record = CODEC.decode(CODEC.encode(PROFILE_RECORD, EVENT))
+    assert (schema_id, name) == (1, PROFILE_RECORD)
+    assert record["special_instructions"] == "no ice"
+    assert record["allergies"] is None
+    assert record["clear"] == []
+    assert record["source"] == "CRM"
+    assert record["occurred_at"] == EVENT["occurred_at"]
+
+
+def test_loyalty_schema_id() -> None:
+    """Loyalty events use schema id 2."""
+    frame = CODEC.encode(LOYALTY_RECORD, {**EVENT, "points_balance": 10})
+    assert int.from_bytes(frame[1:5], "big") == 2
+
+
+@pytest.mark.parametrize(
+    ("payload", "error_class"),
+    [
+        (b"", "empty_message"),
+        (None, "empty_message"),
+        (b"\x00\x00", "truncated_header"),
+        (b"\x01\x00\x00\x00\x01rest", "bad_magic_byte"),
+        (b"\x00\x00\x00\x03\xe7rest", "unknown_schema_id"),
+        (b"\x00" * 5000, "oversized_message"),
+    ],
+)
+def test_malformed_frames(payload: bytes | None, error_class: str) -> None:
+    """Each malformed frame raises DecodeError with a stable error class."""
+    with pytest.raises(DecodeError) as caught:
+        CODEC.decode(payload)
+    assert caught.value.error_class == error_class
+
+
+def test_truncated_body() -> None:
+    """A frame cut short inside the Avro body is reported with its schema id."""
+    frame = CODEC.encode(PROFILE_RECORD, EVENT)
+    with pytest.raises(DecodeError) as caught:
+        CODEC.decode(frame[:12])
+    assert caught.value.error_class in {"truncated_body", "invalid_avro"}
+    assert caught.value.schema_id == 1
+
+
+def test_trailing_bytes() -> None:
+    """Bytes after a complete body are rejected rather than ignored."""
+    with pytest.raises(DecodeError) as caught:
+        CODEC.decode(CODEC.encode(PROFILE_RECORD, EVENT) + b"\x00")
+    assert caught.value.error_class == "trailing_bytes"
+
+
+def test_unknown_enum_symbol() -> None:
+    """An enum index past the schema's symbols is invalid Avro, not a crash."""
+    frame = bytearray(CODEC.encode(LOYALTY_RECORD, {**EVENT, "tier": "GOLD"}))
+    # The tier union branch (1) and enum index follow the fixed fields; corrupt the
+    # byte holding the enum index of GOLD (2, zigzag 4) into an out-of-range index.
+    index = frame.index(bytes([2, 4]), 5)
+    frame[index + 1] = 0x7E
+    with pytest.raises(DecodeError):
+        CODEC.decode(bytes(frame))
