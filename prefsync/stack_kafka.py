@@ -1,4 +1,4 @@
-"""Kafka broker of the local stack: jars from Maven Central, KRaft config, readiness probe.
+"""Kafka broker of the local stack: Java check, jars, KRaft config, readiness probe.
 
 The broker runs from the ``org.apache.kafka:kafka_2.13`` jars rather than a release
 archive, because Maven Central is reachable wherever pip is and the jars can be cached
@@ -8,10 +8,13 @@ per version. :mod:`prefsync.stack` starts and stops the process.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import socket
 import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 from xml.sax.saxutils import escape
 
@@ -22,16 +25,21 @@ from prefsync.errors import StackError
 
 __all__ = [
     "DEFAULT_VERSION",
+    "MIN_JAVA_VERSION",
     "broker_command",
+    "check_java",
     "ensure_formatted",
     "ensure_jars",
     "jars_cached",
+    "java_major_version",
+    "prepare",
     "probe",
     "tail",
     "write_config",
 ]
 
 DEFAULT_VERSION = "4.1.1"
+MIN_JAVA_VERSION = 17  # Kafka 4.0 brokers need Java 17.
 
 # Kafka 4.0 and 4.1 publish poms that depend on slf4j-api 1.7.36 and log4j 2.24.3 but
 # ship no SLF4J binding, so without one the broker logs nothing. log4j-slf4j-impl is
@@ -79,8 +87,10 @@ _POM = """<?xml version="1.0" encoding="UTF-8"?>
 </project>
 """
 
+# log4j2's own shutdown hook would close the appender while the broker's shutdown hook
+# still logs, so it is disabled. The appender flushes after every event.
 _LOG4J2 = """<?xml version="1.0" encoding="UTF-8"?>
-<Configuration status="warn">
+<Configuration status="warn" shutdownHook="disable">
   <Appenders>
     <RollingFile name="broker" fileName="{log}" filePattern="{log}.%i">
       <PatternLayout pattern="[%d] %p %m (%c)%n"/>
@@ -101,8 +111,91 @@ _LOG4J2 = """<?xml version="1.0" encoding="UTF-8"?>
 _CLUSTER_ID = re.compile(r"^[A-Za-z0-9_-]{22}$")
 
 
+def check_java() -> tuple[str | None, str | None]:
+    """Find java in $JAVA_HOME/bin, else on PATH, and return (path, problem).
+
+    The problem is None when the java found is version 17 or newer.
+    """
+    java_home = os.environ.get("JAVA_HOME")
+    java: str | None = None
+    if java_home and os.access(Path(java_home, "bin", "java"), os.X_OK):
+        java = str(Path(java_home, "bin", "java"))
+    else:
+        java = shutil.which("java")
+    if java is None:
+        return None, (
+            "java not found on PATH or in $JAVA_HOME/bin: install Java 17 or newer "
+            "(apt-get install -y default-jre-headless, which is Java 17 on Debian 12)"
+        )
+    version = java_major_version(java)
+    if version is None:
+        return java, f"could not read a Java version from `{java} -version`"
+    if version < MIN_JAVA_VERSION:
+        return java, (
+            f"{java} is Java {version} but Kafka 4 needs Java {MIN_JAVA_VERSION} or "
+            "newer: install one (apt-get install -y openjdk-17-jre-headless on Debian "
+            "12) and put it first on PATH, or set JAVA_HOME to it"
+        )
+    return java, None
+
+
+def java_major_version(java: str) -> int | None:
+    """Return the major version that ``java -version`` prints (8 for 1.8), or None."""
+    try:
+        # The command is java from PATH or JAVA_HOME, run without a shell.
+        result = subprocess.run(  # noqa: S603
+            [java, "-version"],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    match = re.search(r'version "(\d+)(?:\.(\d+))?', result.stderr + result.stdout)
+    if match is None:
+        return None
+    major = int(match.group(1))
+    if major == 1 and match.group(2):
+        return int(match.group(2))
+    return major
+
+
+def prepare(
+    *,
+    java: str,
+    mvn: str | None,
+    version: str,
+    libs_dir: Path,
+    kafka_dir: Path,
+    logs_dir: Path,
+    port: int,
+    controller_port: int,
+    progress: Callable[[str], None],
+) -> list[str]:
+    """Fetch the jars, write the config, format the storage, return the broker command.
+
+    Each step is skipped when its result is already there.
+
+    Raises:
+        StackError: from :func:`ensure_jars` or :func:`ensure_formatted`.
+    """
+    if not jars_cached(libs_dir):
+        progress(f"fetching the Kafka {version} jars with Maven into {libs_dir}")
+        started = time.monotonic()
+        ensure_jars(version, libs_dir, mvn, logs_dir / "maven.log")
+        progress(f"fetched the jars in {time.monotonic() - started:.1f} s")
+    server_properties, log4j_config = write_config(
+        kafka_dir, logs_dir / "kafka.log", port, controller_port
+    )
+    if ensure_formatted(java, libs_dir, server_properties, kafka_dir, version):
+        progress(f"formatted the KRaft storage in {kafka_dir / 'data'}")
+    return broker_command(java, libs_dir, server_properties, log4j_config, logs_dir)
+
+
 def jars_cached(libs_dir: Path) -> bool:
-    """Return whether ``libs_dir`` holds a complete download."""
+    """Return whether ``libs_dir`` contains a complete download."""
     return (libs_dir / COMPLETE_MARKER).is_file()
 
 
@@ -119,8 +212,8 @@ def ensure_jars(version: str, libs_dir: Path, mvn: str | None, log_path: Path) -
         return libs_dir
     if mvn is None:
         raise StackError(
-            f"Kafka {version} jars are not in {libs_dir} and mvn was not found on PATH: "
-            "install Maven (apt-get install -y maven)"
+            f"Kafka {version} jars are not in {libs_dir} and mvn was not found on "
+            "PATH: install Maven (apt-get install -y maven)"
         )
     if libs_dir.exists():
         shutil.rmtree(libs_dir)
@@ -148,8 +241,13 @@ def ensure_jars(version: str, libs_dir: Path, mvn: str | None, log_path: Path) -
     ]
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("wb") as log:
-        result = subprocess.run(
-            command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+        # The command is mvn from PATH with arguments built here, run without a shell.
+        result = subprocess.run(  # noqa: S603
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            check=False,
         )
     if result.returncode != 0:
         raise StackError(
@@ -160,7 +258,7 @@ def ensure_jars(version: str, libs_dir: Path, mvn: str | None, log_path: Path) -
         )
     if not any(libs_dir.glob("kafka_2.13-*.jar")):
         raise StackError(
-            f"Maven finished but {libs_dir} has no kafka_2.13 jar; see {log_path}"
+            f"Maven finished but {libs_dir} has no kafka_2.13 jar. See {log_path}"
         )
     (libs_dir / COMPLETE_MARKER).write_text(version + "\n")
     return libs_dir
@@ -254,13 +352,21 @@ def ensure_formatted(
 
 
 def broker_command(
-    java: str, libs_dir: Path, server_properties: Path, log4j_config: Path
+    java: str,
+    libs_dir: Path,
+    server_properties: Path,
+    log4j_config: Path,
+    logs_dir: Path,
 ) -> list[str]:
-    """Return the command line that runs the broker in the foreground."""
+    """Return the command line that runs the broker in the foreground.
+
+    A JVM crash report goes to ``logs_dir``.
+    """
     return [
         java,
         f"-Xmx{HEAP}",
         *JVM_OPTIONS,
+        f"-XX:ErrorFile={logs_dir / 'kafka-hs_err_pid%p.log'}",
         f"-Dlog4j2.configurationFile={log4j_config}",
         "-cp",
         str(libs_dir / "*"),
@@ -300,7 +406,8 @@ def tail(path: Path, lines: int = 30) -> str:
 
 
 def _run_tool(command: list[str], description: str) -> str:
-    result = subprocess.run(
+    # The command is java from PATH or JAVA_HOME, run without a shell.
+    result = subprocess.run(  # noqa: S603
         command,
         stdin=subprocess.DEVNULL,
         capture_output=True,

@@ -6,7 +6,8 @@
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import redis
@@ -14,9 +15,11 @@ import redis
 from prefsync.errors import StackError
 
 __all__ = [
+    "CLUSTER_BUS_OFFSET",
     "CLUSTER_SLOTS",
     "cluster_info",
     "create_cluster",
+    "form_cluster",
     "needs_cluster_create",
     "probe",
     "server_command",
@@ -97,19 +100,13 @@ def cluster_info(port: int, timeout: float = 1.0) -> dict[str, str] | None:
         decode_responses=True,
     )
     try:
-        text = client.execute_command("CLUSTER INFO")
+        fields = client.cluster("INFO")
     except redis.RedisError:
         return None
     finally:
         client.close()
-    if isinstance(text, dict):
-        return {str(key): str(value) for key, value in text.items()}
-    fields: dict[str, str] = {}
-    for line in str(text).splitlines():
-        key, _, value = line.partition(":")
-        if key:
-            fields[key.strip()] = value.strip()
-    return fields
+    # redis-py parses the reply of CLUSTER INFO into a dict.
+    return {str(key): str(value) for key, value in dict(fields).items()}
 
 
 def needs_cluster_create(ports: Sequence[int]) -> bool:
@@ -149,7 +146,7 @@ def needs_cluster_create(ports: Sequence[int]) -> bool:
         for port, info in states.items()
     )
     raise StackError(
-        f"the Redis Cluster nodes are partly joined ({summary}); run "
+        f"the Redis Cluster nodes are partly joined ({summary}). Run "
         "`prefsync stack down --purge` to delete their nodes.conf and start over"
     )
 
@@ -170,7 +167,9 @@ def create_cluster(redis_cli: str, ports: Sequence[int], timeout: float) -> None
         "--cluster-yes",
     ]
     try:
-        result = subprocess.run(
+        # The command is redis-cli from PATH and loopback addresses, run without a
+        # shell.
+        result = subprocess.run(  # noqa: S603
             command,
             stdin=subprocess.DEVNULL,
             capture_output=True,
@@ -187,3 +186,33 @@ def create_cluster(redis_cli: str, ports: Sequence[int], timeout: float) -> None
             f"redis-cli --cluster create failed with exit {result.returncode}:\n"
             f"{result.stdout}{result.stderr}"
         )
+
+
+def form_cluster(
+    redis_cli: str,
+    ports: Sequence[int],
+    timeout: float,
+    progress: Callable[[str], None],
+) -> None:
+    """Join the nodes unless they already are, then wait for cluster_state:ok on all.
+
+    Raises:
+        StackError: the nodes are partly joined, redis-cli failed, or the state is
+            not ok within ``timeout`` seconds.
+    """
+    if needs_cluster_create(ports):
+        progress(f"creating a Redis Cluster of {len(ports)} masters")
+        create_cluster(redis_cli, ports, timeout)
+    deadline = time.monotonic() + timeout
+    while True:
+        states = [(cluster_info(port) or {}).get("cluster_state") for port in ports]
+        if all(state == "ok" for state in states):
+            progress("the Redis Cluster reports cluster_state:ok")
+            return
+        if time.monotonic() > deadline:
+            raise StackError(
+                f"the Redis Cluster on ports {list(ports)} did not reach "
+                f"cluster_state:ok within {timeout:.0f} s (states {states}). See "
+                "`prefsync stack logs`"
+            )
+        time.sleep(0.5)

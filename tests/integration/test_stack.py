@@ -1,7 +1,7 @@
 """Tests of the local stack helpers in prefsync.stack.
 
 The tests marked ``integration`` run against the stack of PREFSYNC_STACK_DIR. They
-start it when it is down and stop it again at the end; a stack that was already up
+start it when it is down and stop it again at the end. A stack that was already up
 stays up.
 """
 
@@ -95,7 +95,7 @@ def test_preflight_names_missing_programs(
 
     message = str(caught.value)
     assert "java not found" in message
-    assert "openjdk-17-jre-headless" in message
+    assert "default-jre-headless" in message
     assert "mvn not found" in message
     assert "redis-server not found" in message
     assert "apt-get update && apt-get install -y redis-server" in message
@@ -174,9 +174,7 @@ def test_jars_refetched_without_marker(tmp_path: Path) -> None:
 def running_stack() -> Iterator[stack.StackConfig]:
     config = stack.StackConfig.from_env()
     was_up = all(
-        item.answering
-        for item in stack.status(config)
-        if item.name in ("kafka", "redis")
+        item.ready for item in stack.status(config) if item.name in ("kafka", "redis")
     )
     stack.up(config)
     yield config
@@ -189,7 +187,7 @@ def test_status_reports_both_up(running_stack: stack.StackConfig) -> None:
     services = {item.name: item for item in stack.status(running_stack)}
     for name in ("kafka", "redis"):
         assert services[name].running, f"{name} has no live pid"
-        assert services[name].answering, f"{name} does not reply"
+        assert services[name].ready, f"{name} does not reply"
         assert services[name].pid is not None
     assert services["kafka"].endpoint == running_stack.kafka_bootstrap
     assert services["redis"].endpoint == running_stack.redis_url

@@ -1,0 +1,66 @@
+# Developer entry points. `make test` builds .venv, starts the local Kafka and Redis
+# (see docs/local-stack.md) and runs pytest; the stack keeps running afterwards, and
+# `make stack-down` stops it.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# Touched after a successful install, so .venv is rebuilt only when pyproject.toml
+# is newer than the last install.
+VENV_STAMP := $(VENV)/.installed
+# The stack commands go through the module, so they work before the `prefsync`
+# console script has a `stack` subcommand.
+STACK := $(BIN)/python -m prefsync.stack
+STACK_ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: venv stack-up stack-down stack-status demo test lint format typecheck bench \
+	clean distclean
+
+venv: $(VENV_STAMP)
+
+$(VENV_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+stack-up: venv
+	$(STACK) up $(STACK_ARGS)
+
+stack-down: venv
+	$(STACK) down
+
+stack-status: venv
+	$(STACK) status
+
+demo: venv stack-up
+	$(BIN)/prefsync demo
+
+test: venv stack-up
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: venv
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+typecheck: venv
+	$(BIN)/mypy
+
+bench: venv stack-up
+	$(BIN)/prefsync bench
+
+# Stops the stack first, because its processes keep files open in .stack.
+clean:
+	if [ -x $(BIN)/python ]; then $(STACK) down; fi
+	rm -rf .stack build dist *.egg-info .pytest_cache .ruff_cache .mypy_cache \
+		.hypothesis
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune \
+		-exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV)
