@@ -54,11 +54,11 @@ typecheck: venv
 bench: venv stack-up
 	$(BIN)/prefsync bench
 
-# Stops the stack first, because its processes keep files open in .stack.
+# Stops the stack and deletes its data and logs, but keeps the rest of .stack, such
+# as the encryption key file keys.json.
 clean:
-	if [ -x $(BIN)/python ]; then $(STACK) down; fi
-	rm -rf .stack build dist *.egg-info .pytest_cache .ruff_cache .mypy_cache \
-		.hypothesis
+	if [ -x $(BIN)/python ]; then $(STACK) down --purge; fi
+	rm -rf build dist *.egg-info .pytest_cache .ruff_cache .mypy_cache .hypothesis
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune \
 		-exec rm -rf {} +
 

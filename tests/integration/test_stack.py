@@ -170,6 +170,27 @@ def test_jars_refetched_without_marker(tmp_path: Path) -> None:
         stack_kafka.ensure_jars("4.1.1", libs, None, tmp_path / "maven.log")
 
 
+def test_format_rejects_other_version(tmp_path: Path) -> None:
+    kafka_dir = tmp_path / "kafka"
+    kafka_dir.mkdir()
+    (kafka_dir / "format.json").write_text(
+        '{"cluster_id": "cHJlZnN5bmMtbG9jYWwtMQ", "kafka_version": "4.0.0"}'
+    )
+    with pytest.raises(StackError) as caught:
+        stack_kafka.ensure_formatted(
+            "java",
+            tmp_path / "libs",
+            kafka_dir / "server.properties",
+            kafka_dir,
+            "4.1.1",
+        )
+
+    message = str(caught.value)
+    assert "formatted by Kafka 4.0.0" in message
+    assert "PREFSYNC_KAFKA_VERSION=4.0.0" in message
+    assert "down --purge" in message
+
+
 @pytest.fixture(scope="module")
 def running_stack() -> Iterator[stack.StackConfig]:
     config = stack.StackConfig.from_env()
