@@ -1,0 +1,1 @@
+"""Kafka producers: the CRM simulator and the dead-letter producer."""
