@@ -32,6 +32,10 @@ def consumer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
         "enable.partition.eof": True,
         "queued.max.messages.kbytes": 65_536,
     }
+    if settings.group_instance_id:
+        # Static membership: a restarted worker with the same id takes its partitions
+        # back at once instead of waiting for a rebalance after session.timeout.ms.
+        config["group.instance.id"] = settings.group_instance_id
     config.update(overrides)
     return config
 

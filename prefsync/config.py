@@ -53,6 +53,11 @@ class Settings:
     key_file: Path | None = None
     stack_dir: Path = Path(".stack")
     log_level: str = "info"
+    worker_http_port: int = 9400
+    worker_http_host: str = "127.0.0.1"
+    readiness_max_pause_s: float = 30.0
+    watermark_check_interval_s: float = 5.0
+    group_instance_id: str | None = None
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:

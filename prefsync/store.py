@@ -8,6 +8,12 @@ changes: the loser re-reads, re-merges and tries again.
 
 Keys are ``pref:{<customer id>}``. The braces are a Redis Cluster hash tag, so every
 key prefsync keeps for one customer lands in the same slot.
+
+Next to the snapshots, the worker keeps one offset watermark per consumer group and
+input partition (``prefsync:watermark:<group>:<topic>:<partition>``): the offset up to
+which every event of that partition is in Redis. A watermark lower than the group's
+committed offset, or a missing one, means that Redis lost data or was restored from an
+older state, and the worker replays the partition from the watermark.
 """
 
 from __future__ import annotations
@@ -24,7 +30,15 @@ from prefsync.domain.encoding import decode_snapshot, encode_snapshot
 from prefsync.domain.snapshot import Snapshot
 from prefsync.errors import DecryptError, StoreUnavailable
 
-__all__ = ["KEY_PREFIX", "SnapshotStore", "Stored", "connect", "snapshot_key"]
+__all__ = [
+    "KEY_PREFIX",
+    "WATERMARK_PREFIX",
+    "SnapshotStore",
+    "Stored",
+    "connect",
+    "snapshot_key",
+    "watermark_key",
+]
 
 KEY_PREFIX = "pref:"
 VALUE_FORMAT = 1
@@ -44,12 +58,32 @@ redis.call('SET', KEYS[1], ARGV[2])
 return 1
 """
 
+# KEYS[1] = watermark key; ARGV[1] = offset. Raises the watermark, never lowers it, and
+# returns the value now stored.
+_RAISE_WATERMARK = """
+local current = tonumber(redis.call('GET', KEYS[1]))
+local offset = tonumber(ARGV[1])
+if current == nil or offset > current then
+  redis.call('SET', KEYS[1], ARGV[1])
+  return offset
+end
+return current
+"""
+
+WATERMARK_PREFIX = "prefsync:watermark:"
+
 RedisClient = redis.Redis | RedisCluster
+Partition = tuple[str, int]
 
 
 def snapshot_key(customer_id: str) -> str:
     """Return the Redis key of a customer's snapshot."""
     return f"{KEY_PREFIX}{{{customer_id}}}"
+
+
+def watermark_key(group: str, topic: str, partition: int) -> str:
+    """Return the Redis key of a consumer group's watermark for one input partition."""
+    return f"{WATERMARK_PREFIX}{group}:{topic}:{partition}"
 
 
 def connect(url: str, *, cluster: bool = False, timeout_s: float = 5.0) -> RedisClient:
@@ -81,6 +115,7 @@ class SnapshotStore:
         self.client = client
         self.keyring = keyring
         self._check_and_set = client.register_script(_CHECK_AND_SET)
+        self._raise_watermark = client.register_script(_RAISE_WATERMARK)
 
     def read_many(self, customer_ids: Iterable[str]) -> dict[str, Stored]:
         """Read and decrypt the snapshots of ``customer_ids`` in one round trip.
@@ -174,3 +209,151 @@ class SnapshotStore:
                 generation, None, DecryptError("snapshot of another customer")
             )
         return Stored(generation, snapshot)
+
+    def unseal(self, customer_id: str, value: bytes | None) -> Stored:
+        """Return a stored value decrypted, e.g. one read back from the snapshot topic.
+
+        A value that fails authentication is returned with ``error`` set.
+        """
+        return self._unseal(customer_id, value)
+
+    def write_sealed(self, writes: list[tuple[str, int, bytes]]) -> list[str]:
+        """Write each ``(customer id, generation read, sealed value)`` if still current.
+
+        Each value must come from :meth:`seal` at the generation read plus one, so the
+        same bytes can go to Redis and to the snapshot topic. All writes go in one
+        pipelined round trip.
+
+        Returns:
+            The customer ids whose write lost a race; the caller re-reads and retries.
+
+        Raises:
+            StoreUnavailable: Redis could not be reached; assume nothing was written.
+        """
+        if not writes:
+            return []
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            for customer_id, generation, value in writes:
+                expected = b"" if generation == 0 else _GENERATION.pack(generation)
+                self._check_and_set(
+                    keys=[snapshot_key(customer_id)],
+                    args=[expected, value],
+                    client=pipe,
+                )
+            results = pipe.execute()
+        except redis.RedisError as exc:
+            raise StoreUnavailable(f"Redis write failed: {type(exc).__name__}") from exc
+        return [
+            customer_id
+            for (customer_id, _, _), written in zip(writes, results, strict=True)
+            if not written
+        ]
+
+    def swap_watermarks(
+        self, group: str, offsets: dict[Partition, int]
+    ) -> dict[Partition, int | None]:
+        """Set the watermarks of ``offsets`` and return the values they replace.
+
+        Call it only after every snapshot of the batch is written. A returned value
+        lower than the one the caller wrote last means Redis lost data in between.
+
+        Raises:
+            StoreUnavailable: Redis could not be reached.
+        """
+        if not offsets:
+            return {}
+        partitions = list(offsets)
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            for topic, partition in partitions:
+                pipe.set(
+                    watermark_key(group, topic, partition),
+                    offsets[(topic, partition)],
+                    get=True,
+                )
+            previous = pipe.execute()
+        except redis.RedisError as exc:
+            raise StoreUnavailable(
+                f"Redis watermark write failed: {type(exc).__name__}"
+            ) from exc
+        return {
+            tp: None if value is None else int(value)
+            for tp, value in zip(partitions, previous, strict=True)
+        }
+
+    def read_watermarks(
+        self, group: str, partitions: Iterable[Partition]
+    ) -> dict[Partition, int | None]:
+        """Return the stored watermark of each partition, None where there is none.
+
+        Raises:
+            StoreUnavailable: Redis could not be reached.
+        """
+        wanted = list(partitions)
+        if not wanted:
+            return {}
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            for topic, partition in wanted:
+                pipe.get(watermark_key(group, topic, partition))
+            values = pipe.execute()
+        except redis.RedisError as exc:
+            raise StoreUnavailable(
+                f"Redis watermark read failed: {type(exc).__name__}"
+            ) from exc
+        return {
+            tp: None if value is None else int(value)
+            for tp, value in zip(wanted, values, strict=True)
+        }
+
+    def restore_watermarks(
+        self, group: str, offsets: dict[Partition, int | None]
+    ) -> None:
+        """Put watermarks back to ``offsets`` (deleting those that are None).
+
+        The worker calls it when it finds that Redis lost data, so that the
+        watermark again says how far Redis is complete.
+
+        Raises:
+            StoreUnavailable: Redis could not be reached.
+        """
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            for (topic, partition), offset in offsets.items():
+                key = watermark_key(group, topic, partition)
+                if offset is None:
+                    pipe.delete(key)
+                else:
+                    pipe.set(key, offset)
+            pipe.execute()
+        except redis.RedisError as exc:
+            raise StoreUnavailable(
+                f"Redis watermark write failed: {type(exc).__name__}"
+            ) from exc
+
+    def raise_watermarks(
+        self, group: str, offsets: dict[Partition, int]
+    ) -> dict[Partition, int]:
+        """Raise each watermark to at least its offset and return the stored values.
+
+        A rebuild uses it: a running worker may already have written a higher one.
+
+        Raises:
+            StoreUnavailable: Redis could not be reached.
+        """
+        partitions = list(offsets)
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            for topic, partition in partitions:
+                self._raise_watermark(
+                    keys=[watermark_key(group, topic, partition)],
+                    args=[offsets[(topic, partition)]],
+                    client=pipe,
+                )
+            stored = pipe.execute()
+        except redis.RedisError as exc:
+            raise StoreUnavailable(
+                f"Redis watermark write failed: {type(exc).__name__}"
+            ) from exc
+        return {tp: int(value) for tp, value in zip(partitions, stored, strict=True)}

@@ -84,6 +84,17 @@ class DeadLetterProducer:
         if error is not None:
             self._failures.append(error.str())
 
+    def wait(self, timeout_s: float) -> tuple[int, list[str]]:
+        """Wait up to ``timeout_s`` for the producer's queue to drain.
+
+        Returns:
+            The messages still unacknowledged and the delivery errors seen since the
+            last call; the caller sends the failed messages again.
+        """
+        remaining = self._producer.flush(timeout_s)
+        failures, self._failures = self._failures, []
+        return remaining, failures
+
     def flush(self, timeout_s: float = 30.0) -> None:
         """Wait until every queued message is acknowledged.
 

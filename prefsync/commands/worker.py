@@ -1,4 +1,8 @@
-"""``prefsync worker``: run the ingest worker until SIGTERM."""
+"""``prefsync worker``: run the ingest worker until SIGTERM.
+
+With ``PREFSYNC_WORKER_HTTP_PORT`` other than 0, it also serves ``/healthz``,
+``/readyz`` and ``/metrics`` on ``PREFSYNC_WORKER_HTTP_HOST``.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ import json
 
 from prefsync.config import Settings
 from prefsync.kafka_admin import ensure_topics
-from worker.main import build_worker
+from worker.main import build_worker, start_http
 
 __all__ = ["configure_parser", "run"]
 
@@ -26,6 +30,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     ensure_topics(settings)
     worker = build_worker(settings)
     worker.install_signal_handlers()
-    stats = worker.run(until_caught_up=args.until_caught_up)
+    server = start_http(settings, worker)
+    try:
+        stats = worker.run(until_caught_up=args.until_caught_up)
+    finally:
+        if server is not None:
+            server.stop()
     print(json.dumps(stats.as_dict()))
     return 0
