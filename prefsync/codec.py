@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import fastavro
+from fastavro.read import SchemaResolutionError
 from fastavro.types import Schema
 
 from prefsync.errors import ConfigError, DecodeError
@@ -47,6 +48,25 @@ def _strip_logical_types(node: Any) -> Any:
     return node
 
 
+def _resolution_error(schema_id: int, exc: SchemaResolutionError) -> DecodeError:
+    """Describe a writer schema that the reader cannot resolve, without the values."""
+    if "not found in reader symbol list" in str(exc):
+        return DecodeError(
+            f"unknown enum symbol for schema id {schema_id}: the reader's enum has no "
+            "such symbol and no default; add the symbol or a default to the local "
+            "schema",
+            error_class="unknown_enum_symbol",
+            schema_id=schema_id,
+        )
+    return DecodeError(
+        f"schema id {schema_id} cannot be read with the local schema: "
+        f"{type(exc).__name__}; make the schemas compatible "
+        "(prefsync schemas check)",
+        error_class="schema_mismatch",
+        schema_id=schema_id,
+    )
+
+
 class SchemaCatalog:
     """Schemas by id, from the local catalogue and optionally a Schema Registry."""
 
@@ -68,12 +88,17 @@ class SchemaCatalog:
             raw = json.loads((schema_dir / filename).read_text())
             self._add(int(id_text), raw)
 
-    def _add(self, schema_id: int, raw: dict[str, Any]) -> tuple[str, Schema]:
+    def _add(
+        self, schema_id: int, raw: dict[str, Any], *, local: bool = True
+    ) -> tuple[str, Schema]:
         parsed = fastavro.parse_schema(_strip_logical_types(raw))
         name = parsed["name"]  # type: ignore[index]
         entry = (name, parsed)
         self._by_id[schema_id] = entry
-        if schema_id >= self.latest_id.get(name, -1):
+        # Only local schemas become readers: the domain code is written for them, and
+        # a newer writer's schema fetched from a registry must not change what a
+        # record looks like (its new enum symbols read as the local default).
+        if local and schema_id >= self.latest_id.get(name, -1):
             self.latest_id[name] = schema_id
         return entry
 
@@ -115,7 +140,9 @@ class SchemaCatalog:
                 error_class="unknown_schema_id",
                 schema_id=schema_id,
             )
-        return self._add(schema_id, json.loads(response.json()["schema"]))
+        return self._add(
+            schema_id, json.loads(response.json()["schema"]), local=False
+        )
 
 
 class WireCodec:
@@ -179,6 +206,8 @@ class WireCodec:
                 error_class="truncated_body",
                 schema_id=schema_id,
             ) from exc
+        except SchemaResolutionError as exc:
+            raise _resolution_error(schema_id, exc) from exc
         except Exception as exc:  # fastavro raises many types for malformed bodies
             raise DecodeError(
                 f"invalid Avro body for schema id {schema_id}: {type(exc).__name__}",

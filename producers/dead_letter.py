@@ -43,7 +43,8 @@ class DeadLetterProducer:
         error_class = getattr(error, "error_class", type(error).__name__)
         schema_id = getattr(error, "schema_id", None)
         payload = message.value() or b""
-        if error_class.startswith("card_number"):
+        redacted = error_class.startswith("card_number")
+        if redacted:
             payload = redact_digits(payload)
         headers = [
             ("prefsync.error.class", error_class.encode()),
@@ -55,6 +56,9 @@ class DeadLetterProducer:
         ]
         if schema_id is not None:
             headers.append(("prefsync.schema_id", str(schema_id).encode()))
+        if redacted:
+            # Replaying a masked copy would apply masked values: replay skips it.
+            headers.append(("prefsync.payload.redacted", b"1"))
         log.warning(
             "message.dead_lettered",
             topic=message.topic(),
