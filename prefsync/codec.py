@@ -140,9 +140,7 @@ class SchemaCatalog:
                 error_class="unknown_schema_id",
                 schema_id=schema_id,
             )
-        return self._add(
-            schema_id, json.loads(response.json()["schema"]), local=False
-        )
+        return self._add(schema_id, json.loads(response.json()["schema"]), local=False)
 
 
 class WireCodec:

@@ -63,7 +63,9 @@ def _headers(message: Message) -> dict[str, str]:
     }
 
 
-def _read_to_end(consumer: Consumer, topic: str, from_beginning: bool) -> Iterator[Message]:
+def _read_to_end(
+    consumer: Consumer, topic: str, from_beginning: bool
+) -> Iterator[Message]:
     """Yield the topic's messages from the group's position to the end at the start."""
     try:
         metadata = consumer.list_topics(topic, timeout=METADATA_TIMEOUT_S)
@@ -72,12 +74,16 @@ def _read_to_end(consumer: Consumer, topic: str, from_beginning: bool) -> Iterat
             raise StackError(f"dead-letter topic {topic} not found")
         partitions = [TopicPartition(topic, p) for p in sorted(found.partitions)]
         ends = {
-            p.partition: consumer.get_watermark_offsets(p, timeout=METADATA_TIMEOUT_S)[1]
+            p.partition: consumer.get_watermark_offsets(p, timeout=METADATA_TIMEOUT_S)[
+                1
+            ]
             for p in partitions
         }
         starts = consumer.committed(partitions, timeout=METADATA_TIMEOUT_S)
     except KafkaException as exc:
-        raise StackError(f"reading the dead-letter topic {topic} failed: {exc}") from exc
+        raise StackError(
+            f"reading the dead-letter topic {topic} failed: {exc}"
+        ) from exc
     assigned = []
     for start in starts:
         offset = start.offset
@@ -200,9 +206,7 @@ def replay(
 def _produce(
     producer: Producer, message: Message, headers: dict[str, str], failures: list[str]
 ) -> None:
-    origin = (
-        f"{message.topic()}/{message.partition()}/{message.offset()}"
-    ).encode()
+    origin = (f"{message.topic()}/{message.partition()}/{message.offset()}").encode()
 
     def on_delivery(error: KafkaError | None, _message: Message) -> None:
         if error is not None:
@@ -245,7 +249,9 @@ def summarize(settings: Settings) -> ReplayStats:
     try:
         for message in _read_to_end(consumer, settings.topics.dead_letter, True):
             stats.read += 1
-            stats.by_class[_headers(message).get("prefsync.error.class", "unknown")] += 1
+            stats.by_class[
+                _headers(message).get("prefsync.error.class", "unknown")
+            ] += 1
     finally:
         consumer.close()
     return stats

@@ -238,7 +238,9 @@ def _read_to_end(
         yield chunk
 
 
-def _join_chunk(store: SnapshotStore, chunk: list[Message], stats: RebuildStats) -> None:
+def _join_chunk(
+    store: SnapshotStore, chunk: list[Message], stats: RebuildStats
+) -> None:
     """Join one chunk of topic snapshots into Redis with check-and-set writes."""
     incoming: dict[str, Snapshot] = {}
     for message in chunk:
