@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "lookup": ("prefsync.commands.lookup", "print one customer's preferences"),
     "demo": ("prefsync.demo", "run the whole pipeline on the local stack"),
     "dead-letters": ("prefsync.dead_letters", "summarize or replay dead letters"),
+    "schemas": ("prefsync.schema_compat", "check schema versions for compatibility"),
     "rebuild": ("prefsync.rebuild", "restore Redis from the compacted snapshot topic"),
 }
 

@@ -26,7 +26,7 @@ from fastavro.types import Schema
 
 from prefsync.errors import ConfigError, DecodeError
 
-__all__ = ["SCHEMA_DIR", "SchemaCatalog", "WireCodec"]
+__all__ = ["SCHEMA_DIR", "SchemaCatalog", "WireCodec", "strip_logical_types"]
 
 MAGIC_BYTE = 0
 HEADER_BYTES = 5
@@ -38,13 +38,14 @@ SCHEMA_DIR = Path(
 )
 
 
-def _strip_logical_types(node: Any) -> Any:
+def strip_logical_types(node: Any) -> Any:
+    """Return a copy of a schema without ``logicalType`` attributes."""
     if isinstance(node, dict):
         return {
-            k: _strip_logical_types(v) for k, v in node.items() if k != "logicalType"
+            k: strip_logical_types(v) for k, v in node.items() if k != "logicalType"
         }
     if isinstance(node, list):
-        return [_strip_logical_types(v) for v in node]
+        return [strip_logical_types(v) for v in node]
     return node
 
 
@@ -91,7 +92,7 @@ class SchemaCatalog:
     def _add(
         self, schema_id: int, raw: dict[str, Any], *, local: bool = True
     ) -> tuple[str, Schema]:
-        parsed = fastavro.parse_schema(_strip_logical_types(raw))
+        parsed = fastavro.parse_schema(strip_logical_types(raw))
         name = parsed["name"]  # type: ignore[index]
         entry = (name, parsed)
         self._by_id[schema_id] = entry
