@@ -109,6 +109,17 @@ class Batch:
             highest[tp] = max(highest.get(tp, -1), message.offset())
         return {tp: offset + 1 for tp, offset in highest.items()}
 
+    def ranges(self) -> dict[str, list[int]]:
+        """Return ``{"topic[partition]": [first offset, last offset]}`` for logs."""
+        bounds: dict[Partition, list[int]] = {}
+        for message, _ in self.entries:
+            tp = (message.topic(), message.partition())
+            offset = message.offset()
+            low_high = bounds.setdefault(tp, [offset, offset])
+            low_high[0] = min(low_high[0], offset)
+            low_high[1] = max(low_high[1], offset)
+        return {f"{t}[{p}]": bounds[(t, p)] for t, p in sorted(bounds)}
+
     def commit_offsets(self) -> dict[Partition, int]:
         """Return the offsets to commit: every partition except replayed ones."""
         return {

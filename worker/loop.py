@@ -385,6 +385,7 @@ class Worker:
                 "customers continuously"
             )
         self._write_watermarks(batch)
+        log.debug("batch.written", messages=len(batch), ranges=batch.ranges())
         applied = sum(effective.values())
         ignored = sum(len(grouped[cid]) for cid in effective) - applied
         self.stats.snapshots_written += written
@@ -497,6 +498,10 @@ class Worker:
         if offsets:
             self.consumer.commit(offsets=offsets, asynchronous=False)
             self.metrics.commits.inc()
+            log.debug(
+                "batch.committed",
+                offsets={f"{p.topic}[{p.partition}]": p.offset for p in offsets},
+            )
 
     # ----------------------------------------------------------------------------
     # Pausing, replaying and periodic checks
@@ -672,6 +677,14 @@ class Worker:
         self._drop({(p.topic, p.partition) for p in partitions}, "partitions.lost")
 
     def _drop(self, partitions: set[Partition], event: str) -> None:
+        paused = self._paused & partitions
+        if paused:
+            # librdkafka keeps a partition's pause flag across a new assignment, so a
+            # partition lost while paused would stay paused when it comes back.
+            try:
+                self.consumer.resume(_partitions(paused))
+            except KafkaException as exc:
+                log.warning("consumer.resume_failed", error=str(exc))
         if self._pending is not None:
             remaining = self._pending.without(partitions)
             self._pending = remaining if len(remaining) else None
