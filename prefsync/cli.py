@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("prefsync.demo", "run the whole pipeline on the local stack"),
     "dead-letters": ("prefsync.dead_letters", "summarize or replay dead letters"),
     "schemas": ("prefsync.schema_compat", "check schema versions for compatibility"),
+    "faults": ("prefsync.faults.command", "inject faults into the local stack"),
     "rebuild": ("prefsync.rebuild", "restore Redis from the compacted snapshot topic"),
 }
 

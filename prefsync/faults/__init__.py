@@ -1,15 +1,6 @@
-"""Fault injection against the local Kafka and Redis: ``prefsync faults`` and the
-``tests/faults`` suite share these scenarios."""
+"""Fault injection against the local Kafka and Redis.
 
-from prefsync.faults.harness import FaultEnv, ScenarioReport
-from prefsync.faults.scenarios import LONG, SCENARIOS, SHORT, Profile, run_scenario
-
-__all__ = [
-    "LONG",
-    "SCENARIOS",
-    "SHORT",
-    "FaultEnv",
-    "Profile",
-    "ScenarioReport",
-    "run_scenario",
-]
+``prefsync faults`` (:mod:`prefsync.faults.command`) and the ``tests/faults`` suite
+run the scenarios of :mod:`prefsync.faults.scenarios` on the harness of
+:mod:`prefsync.faults.harness`.
+"""

@@ -28,6 +28,7 @@ import structlog
 from prefsync import stack
 from prefsync.config import Settings
 from prefsync.errors import PrefsyncError
+from prefsync.faults.applied import applied_interruptions
 from prefsync.faults.harness import (
     FaultEnv,
     Publisher,
@@ -256,6 +257,15 @@ def rebalances(env: FaultEnv, profile: Profile, rng: random.Random) -> ScenarioR
     return report
 
 
+def applied_producer(
+    env: FaultEnv, profile: Profile, rng: random.Random
+) -> ScenarioReport:
+    """Kill the applied-event publisher mid-stream; no acknowledged event is lost."""
+    return applied_interruptions(
+        env, profile.applied_interruptions, profile.applied_events, rng
+    )
+
+
 Scenario = Callable[[FaultEnv, Profile, random.Random], ScenarioReport]
 
 SCENARIOS: dict[str, Scenario] = {
@@ -263,6 +273,7 @@ SCENARIOS: dict[str, Scenario] = {
     "redis_outage": redis_outages,
     "kafka_restart": kafka_restarts,
     "rebalance": rebalances,
+    "applied_producer": applied_producer,
 }
 
 
