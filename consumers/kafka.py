@@ -25,7 +25,9 @@ def consumer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
         "enable.auto.offset.store": False,
         "auto.offset.reset": "earliest",
         "partition.assignment.strategy": "cooperative-sticky",
-        "max.poll.interval.ms": 300_000,
+        # The worker calls consume() at least every few seconds, also while a Redis
+        # or Kafka outage keeps a batch pending, so a long outage stays below this.
+        "max.poll.interval.ms": settings.max_poll_interval_ms,
         "session.timeout.ms": 10_000,
         "fetch.min.bytes": 1,
         # End-of-partition events tell `prefsync worker --until-caught-up` when to stop.

@@ -58,6 +58,7 @@ class Settings:
     readiness_max_pause_s: float = 30.0
     watermark_check_interval_s: float = 5.0
     group_instance_id: str | None = None
+    max_poll_interval_ms: int = 300_000
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:

@@ -63,10 +63,10 @@ def _headers(message: Message) -> dict[str, str]:
     }
 
 
-def _read_to_end(
+def _assign_from_position(
     consumer: Consumer, topic: str, from_beginning: bool
-) -> Iterator[Message]:
-    """Yield the topic's messages from the group's position to the end at the start."""
+) -> dict[int, int]:
+    """Assign the partitions with unread messages; return each one's end offset."""
     try:
         metadata = consumer.list_topics(topic, timeout=METADATA_TIMEOUT_S)
         found = metadata.topics.get(topic)
@@ -86,15 +86,22 @@ def _read_to_end(
         ) from exc
     assigned = []
     for start in starts:
+        end = ends[start.partition]
         offset = start.offset
         if from_beginning or offset < 0:
             offset = OFFSET_BEGINNING
-        elif offset >= ends[start.partition]:
-            continue
-        if ends[start.partition] > 0:
+        if end > 0 and (offset == OFFSET_BEGINNING or offset < end):
             assigned.append(TopicPartition(topic, start.partition, offset))
     consumer.assign(assigned)
-    remaining = {p.partition for p in assigned}
+    return {p.partition: ends[p.partition] for p in assigned}
+
+
+def _read_to_end(
+    consumer: Consumer, topic: str, from_beginning: bool
+) -> Iterator[Message]:
+    """Yield the topic's messages from the group's position to the end at the start."""
+    ends = _assign_from_position(consumer, topic, from_beginning)
+    remaining = set(ends)
     while remaining:
         for message in consumer.consume(500, POLL_TIMEOUT_S):
             error = message.error()

@@ -176,7 +176,7 @@ def _committed_offsets(settings: Settings) -> dict[tuple[str, int], int]:
 
 
 def _assign_all(consumer: Consumer, topic: str) -> dict[int, tuple[int, int]]:
-    """Assign every partition from its beginning; return ``{partition: (low, high)}``."""
+    """Assign every partition from its start; return ``{partition: (low, high)}``."""
     try:
         metadata = consumer.list_topics(topic, timeout=METADATA_TIMEOUT_S)
         found = metadata.topics.get(topic)

@@ -61,7 +61,7 @@ class CompatibilityReport:
 
 
 def check_pair(reader: dict[str, Any], writer: dict[str, Any]) -> list[str]:
-    """Return why ``reader`` cannot read data written with ``writer`` (empty if it can)."""
+    """Return why ``reader`` cannot read data written with ``writer``, if it cannot."""
     result = ReaderWriterCompatibilityChecker().get_compatibility(
         avro.schema.parse(json.dumps(reader)), avro.schema.parse(json.dumps(writer))
     )

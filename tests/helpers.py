@@ -13,8 +13,8 @@ from confluent_kafka import Consumer, Message, Producer
 from prefsync.codec import SchemaCatalog, WireCodec
 from prefsync.config import Settings, TopicNames
 from prefsync.domain.events import LOYALTY_RECORD, PROFILE_RECORD
-from worker.main import build_worker
 from worker.loop import WorkerStats
+from worker.main import build_worker
 
 CODEC = WireCodec(SchemaCatalog())
 

@@ -167,7 +167,7 @@ def applied_interruptions(
     for run in range(interruptions + 1):
         out_path = env.workdir / f"applied-{run}.out"
         with out_path.open("wb") as out:
-            process = subprocess.Popen(
+            process = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
                 [
                     sys.executable,
                     "-m",

@@ -67,9 +67,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         row = f"{report.name:<18}" + "".join(f"{data[key]:>12}" for _, key in COLUMNS)
         times = sorted(report.recovery_s)
         if times:
-            row += (
-                f"  {times[0]:.2f} / {times[len(times) // 2]:.2f} / {times[-1]:.2f}"
-            )
+            row += f"  {times[0]:.2f} / {times[len(times) // 2]:.2f} / {times[-1]:.2f}"
         print(row)
     if args.report is not None:
         args.report.write_text(

@@ -44,6 +44,7 @@ __all__ = ["FaultEnv", "Publisher", "ScenarioReport", "WorkerProcess", "log_even
 log = structlog.get_logger()
 
 KAFKA_TIMEOUT_S = 5.0
+MAX_POLL_INTERVAL_MS = 10_000
 POLL_INTERVAL_S = 0.1
 
 
@@ -142,7 +143,7 @@ class WorkerProcess:
         return log_events(self.log_path)
 
     def wait_for_event(self, name: str, after: float, timeout_s: float) -> float:
-        """Wait until the log has event ``name`` logged after ``after``; return its time.
+        """Wait for event ``name`` logged after ``after``; return its time.
 
         Raises:
             PrefsyncError: the event did not appear in time, or the process exited.
@@ -319,6 +320,9 @@ class FaultEnv:
                 "PREFSYNC_POLL_TIMEOUT_S": str(s.poll_timeout_s),
                 "PREFSYNC_REDIS_RETRY_MAX_DELAY_S": str(s.redis_retry_max_delay_s),
                 "PREFSYNC_WORKER_HTTP_PORT": "0",
+                # The lowest value librdkafka accepts with a 10 s session timeout,
+                # so an outage longer than it shows that the worker keeps polling.
+                "PREFSYNC_MAX_POLL_INTERVAL_MS": str(MAX_POLL_INTERVAL_MS),
             }
         )
         variables.pop("PREFSYNC_GROUP_INSTANCE_ID", None)
@@ -435,7 +439,7 @@ class FaultEnv:
         return ends
 
     def _applied_offsets(self) -> tuple[int, int]:
-        """Return (distinct offsets written to Redis, offsets written more than once)."""
+        """Return (offsets written to Redis, offsets written more than once)."""
         covered: dict[str, list[tuple[int, int]]] = {}
         for worker in self.workers:
             for event in worker.events():

@@ -65,7 +65,8 @@ SHORT = Profile(
     customers=2_000,
     worker_kills=3,
     redis_outages=1,
-    redis_outage_s=4.0,
+    # Longer than the workers' max.poll.interval.ms (10 s) in the harness.
+    redis_outage_s=12.0,
     kafka_restarts=1,
     rebalance_kills=2,
     applied_events=3_000,
@@ -76,7 +77,7 @@ LONG = Profile(
     customers=20_000,
     worker_kills=25,
     redis_outages=3,
-    redis_outage_s=10.0,
+    redis_outage_s=15.0,
     kafka_restarts=3,
     rebalance_kills=10,
     applied_events=50_000,
@@ -110,8 +111,9 @@ def worker_kills(env: FaultEnv, profile: Profile, rng: random.Random) -> Scenari
     back without waiting for the session timeout.
     """
     report = ScenarioReport("worker_kills")
-    sim = _simulator(profile, seed=31, scale=1.5)
-    publisher = _start(env, report, sim, rate_per_s=3_000)
+    sim = _simulator(profile, seed=31, scale=2.5)
+    # Faster than one worker applies, so the kills land while it is busy.
+    publisher = _start(env, report, sim, rate_per_s=8_000)
     worker = env.start_worker("worker-0", instance_id="fault-worker")
     for round_number in range(profile.worker_kills):
         env.wait_progress(worker.started_at)
@@ -143,6 +145,7 @@ def redis_outages(
     worker = env.start_worker("worker-0")
     commits_during = 0
     retries = 0
+    rebalances = 0
     for _ in range(profile.redis_outages):
         env.wait_progress(worker.started_at)
         time.sleep(rng.uniform(0.0, 0.5))
@@ -172,6 +175,7 @@ def redis_outages(
     report.events_published = publisher.wait()
     report.extra["commits_while_redis_down"] = commits_during
     report.extra["retries_logged"] = retries
+    report.extra["partitions_lost_while_redis_down"] = rebalances
     env.finish(report, sim)
     return report
 

@@ -76,7 +76,7 @@ def registry_url() -> Iterator[str]:
             self.end_headers()
             self.wfile.write(body if found else b"{}")
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: Any) -> None:
             return
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)

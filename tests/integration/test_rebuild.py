@@ -86,7 +86,7 @@ def test_rebuild_keeps_newer_redis_value(
 
 
 def test_rebuild_keeps_erasure(settings: Settings, store: SnapshotStore) -> None:
-    """An erased customer stays erased after a rebuild, even with older data in Redis."""
+    """An erased customer stays erased after a rebuild, despite older data in Redis."""
     before = profile_event("C2", 1, display_name="Ben")
     erase = profile_event("C2", 2, event_type="ERASE")
     produce_records(settings, [(PROFILE_RECORD, before), (PROFILE_RECORD, erase)])

@@ -1,4 +1,4 @@
-"""Property tests of the snapshot join that a rebuild uses against newer Redis values."""
+"""Property tests of the snapshot join, which a rebuild uses against newer values."""
 
 from __future__ import annotations
 

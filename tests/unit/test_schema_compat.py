@@ -103,7 +103,7 @@ def test_invalid_candidate_rejected(tmp_path: Path) -> None:
     """A file that is not an Avro schema fails with the file name."""
     path = tmp_path / "broken.avsc"
     path.write_text('{"type": "record"}')
-    with pytest.raises(ConfigError, match="broken.avsc"):
+    with pytest.raises(ConfigError, match=r"broken\.avsc"):
         check_catalogue(candidates=[path])
 
 
