@@ -1,8 +1,8 @@
 """``prefsync dead-letters``: summarize the dead-letter topic, or replay it after a fix.
 
-``replay`` reads the dead-letter topic in its own consumer group (so a second run
-continues where the first stopped), checks each message with the current decoder,
-and produces the ones that now decode back to their origin topic with their original
+``replay`` reads the dead-letter topic in its own consumer group, so a second run
+continues where the first stopped. It checks each message with the current decoder
+and produces the ones that now decode back to their origin topic, with their original
 key. The worker then applies them like any event; the merge makes a replayed event
 that had already been applied harmless. Skipped, and counted by reason:
 
@@ -144,7 +144,7 @@ def replay(
     """Replay dead letters that decode now (see the module doc) and return counts.
 
     Raises:
-        StackError: Kafka did not answer or the topic is missing.
+        StackError: Kafka is unreachable or the topic is missing.
         PrefsyncError: a replayed message was not acknowledged; nothing is committed
             and the next run replays it again.
     """

@@ -1,7 +1,7 @@
 """``prefsync rebuild``: restore Redis from the compacted snapshot topic.
 
 The worker publishes every snapshot it writes to ``prefsync.snapshots`` before it
-commits the offsets, so the topic holds at least the state up to the group's committed
+commits the offsets, so the topic contains at least the state up to the group's committed
 offsets. A rebuild:
 
 1. reads the worker group's committed offsets of the input topics;
@@ -59,7 +59,7 @@ STALL_TIMEOUT_S = 60.0
 
 @dataclass
 class RebuildStats:
-    """What a rebuild read and wrote."""
+    """Counts of the messages a rebuild read and the customers it wrote."""
 
     messages: int = 0
     customers_written: int = 0
@@ -111,7 +111,7 @@ def rebuild(
     """Join every snapshot of the snapshot topic into Redis (steps 1 to 4 above).
 
     Raises:
-        StackError: Kafka did not answer, or the read stalled before the end.
+        StackError: Kafka is unreachable, or the read stalled before the end.
         StoreUnavailable: Redis could not be reached.
     """
     started = time.monotonic()

@@ -1,9 +1,9 @@
 """One batch of consumed messages on its way from Kafka to Redis and back to Kafka.
 
-A batch keeps every message with what decoding made of it (a merge change or the
-error that sends it to the dead-letter topic), so it can be written again after a
-Redis outage, shrunk to the partitions a rebalance leaves, or grown by messages that
-arrive while it waits.
+A batch keeps every message with the result of decoding it: a merge change, or the
+error that sends it to the dead-letter topic. So the batch can be written again after
+a Redis outage, shrunk to the partitions a rebalance leaves, or grown by messages
+that arrive while it waits.
 """
 
 from __future__ import annotations

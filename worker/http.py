@@ -1,7 +1,7 @@
 """The worker's HTTP endpoints: ``/healthz``, ``/readyz`` and ``/metrics``.
 
-A small standard-library server on a daemon thread. ``/healthz`` (liveness) answers
-200 while the consume loop keeps turning; ``/readyz`` (readiness) answers 200 while
+A small standard-library server on a daemon thread. ``/healthz`` (liveness) returns
+200 while the consume loop keeps turning. ``/readyz`` (readiness) returns 200 while
 the worker has partitions, reaches Redis and has not been paused for longer than
 ``PREFSYNC_READINESS_MAX_PAUSE_S``. Both return a JSON body with the reasons.
 ``/metrics`` is the Prometheus text format of the worker's registry.

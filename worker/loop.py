@@ -19,9 +19,10 @@ Committing before step 6 could lose events if the process died in between;
 committing after is at-least-once, and the merge makes redelivered events harmless.
 
 When a step fails (Redis unreachable, Kafka not acknowledging, a commit error), the
-batch stays pending: the worker pauses its partitions, keeps calling ``consume`` so
-the group does not expel it for exceeding ``max.poll.interval.ms``, retries the step
-with exponential backoff, and resumes the partitions once the batch is committed.
+batch stays pending and the worker pauses its partitions. It keeps calling
+``consume``, so the group does not expel it for exceeding ``max.poll.interval.ms``,
+retries the step with exponential backoff, and resumes the partitions once the batch
+is committed.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Which offset watermark each assigned partition must find in Redis.
 
 The worker writes a partition's watermark after the snapshots of a batch and before
-committing the batch's offsets, so Redis always holds every event below its
+committing the batch's offsets, so Redis always contains every event below its
 watermarks. The tracker remembers the last watermark this worker wrote, or the
 committed offset it found on assignment. A stored watermark that is missing or lower
 than that means Redis lost data (a restart without persistence, a failover to a

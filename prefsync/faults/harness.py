@@ -364,7 +364,7 @@ class FaultEnv:
         return total
 
     def committed(self) -> dict[tuple[str, int], int] | None:
-        """Return the group's committed offsets, or None while Kafka does not answer."""
+        """Return the group's committed offsets, or None while Kafka is unreachable."""
         try:
             found = self._offsets.committed(
                 self.input_partitions(), timeout=KAFKA_TIMEOUT_S

@@ -5,9 +5,9 @@ subprocesses consume it, injects its fault while the group still lags, lets the
 workers catch up, and compares Redis customer by customer with the simulator's
 reference fold. The report counts:
 
-- ``events_lost``: input messages never written to Redis by any worker (offset by
-  offset, from the workers' ``batch.written`` log lines); the comparison of
-  ``customers_mismatched`` checks the same from the Redis side;
+- ``events_lost``: input messages that no worker wrote to Redis, counted offset by
+  offset from the workers' ``batch.written`` log lines. ``customers_mismatched``
+  checks the same from the Redis side;
 - ``duplicate_applications``: input messages written to Redis more than once, by
   redelivery after a kill or by a replay after Redis lost data. The merge makes
   them harmless, which the comparison confirms;
