@@ -46,6 +46,7 @@ log = structlog.get_logger()
 KAFKA_TIMEOUT_S = 5.0
 MAX_POLL_INTERVAL_MS = 10_000
 POLL_INTERVAL_S = 0.1
+PUBLISH_STALL_S = 120.0
 
 
 @dataclass
@@ -174,6 +175,7 @@ class Publisher:
     def __init__(self, settings: Settings, simulator: CrmSimulator, rate_per_s: float):
         self.events = 0
         self.acknowledged = 0
+        self.last_ack_at = time.monotonic()
         self.error: BaseException | None = None
         self._failures: list[str] = []
         self._thread = threading.Thread(
@@ -202,6 +204,7 @@ class Publisher:
                 "acks": "all",
                 "linger.ms": 5,
                 "delivery.timeout.ms": 300_000,
+                "error_cb": self._on_error,
             }
         )
         started = time.monotonic()
@@ -234,8 +237,12 @@ class Publisher:
     def _on_delivery(self, error: Any, _message: Any) -> None:
         if error is None:
             self.acknowledged += 1
+            self.last_ack_at = time.monotonic()
         else:
             self._failures.append(str(error))
+
+    def _on_error(self, error: Any) -> None:
+        log.warning("faults.publisher_error", error=str(error), fatal=error.fatal())
 
     @property
     def done(self) -> bool:
@@ -246,9 +253,20 @@ class Publisher:
         """Wait for the end of the stream and return the events published.
 
         Raises:
-            PrefsyncError: publishing failed or did not finish in time.
+            PrefsyncError: publishing failed, stalled, or did not finish in time.
         """
-        self._thread.join(timeout_s)
+        deadline = time.monotonic() + timeout_s
+        while self._thread.is_alive() and time.monotonic() < deadline:
+            self._thread.join(1.0)
+            # NOTE: in one long run the idempotent producer stopped delivering after
+            # the second broker restart and never resumed; three later runs did not
+            # show it. A stall fails the scenario instead of hanging it.
+            stalled_s = time.monotonic() - self.last_ack_at
+            if self.acknowledged < self.events and stalled_s > PUBLISH_STALL_S:
+                raise PrefsyncError(
+                    f"the publisher has had no acknowledgement for {stalled_s:.0f} s "
+                    f"with {self.events - self.acknowledged} events outstanding"
+                )
         if self._thread.is_alive():
             raise PrefsyncError(f"publishing did not finish within {timeout_s:.0f} s")
         if self.error is not None:
