@@ -53,6 +53,12 @@ class Settings:
     key_file: Path | None = None
     stack_dir: Path = Path(".stack")
     log_level: str = "info"
+    api_host: str = "127.0.0.1"
+    api_port: int = 8080
+    api_rate_per_s: float = 20.0
+    api_rate_burst: int = 40
+    terminals_file: Path | None = None
+    pseudonym_key_file: Path | None = None
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -83,11 +89,24 @@ class Settings:
         """Return the key file: ``key_file`` if set, else ``keys.json`` in the stack folder."""
         return self.key_file or self.stack_dir / "keys.json"
 
+    @property
+    def terminals_path(self) -> Path:
+        """Return the terminals file: ``terminals_file``, else in the stack folder."""
+        return self.terminals_file or self.stack_dir / "terminals.json"
+
+    @property
+    def pseudonym_key_path(self) -> Path:
+        """Return the pseudonym key file: ``pseudonym_key_file``, else in the stack
+        folder."""
+        return self.pseudonym_key_file or self.stack_dir / "pseudonym.key"
+
     def redacted(self) -> dict[str, Any]:
         """Return the settings as a dict that is safe to log (no credentials in URLs)."""
         data = asdict(self)
         data["redis_url"] = _strip_password(self.redis_url)
         data["key_file"] = str(self.key_path)
+        data["terminals_file"] = str(self.terminals_path)
+        data["pseudonym_key_file"] = str(self.pseudonym_key_path)
         data["stack_dir"] = str(self.stack_dir)
         return data
 
