@@ -25,6 +25,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "worker": ("prefsync.commands.worker", "consume CRM events into Redis snapshots"),
     "lookup": ("prefsync.commands.lookup", "print one customer's preferences"),
     "demo": ("prefsync.demo", "run the whole pipeline on the local stack"),
+    "api": ("prefsync.commands.api", "serve the terminal HTTP API"),
+    "terminals": ("prefsync.commands.terminals", "register terminals and their tokens"),
 }
 
 

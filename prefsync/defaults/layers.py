@@ -23,6 +23,7 @@ from prefsync.rules.policy import LoyaltyPolicy, Policy, TierRule
 
 __all__ = [
     "BUILTIN_DEFAULTS",
+    "LAYER_ID_PATTERN",
     "DefaultsDocument",
     "LayerIdError",
     "build_policy",
