@@ -78,13 +78,12 @@ class DefaultsWatcher:
         Raises:
             ConfigError: the topic does not have exactly one partition.
         """
-        metadata = self._consumer.list_topics(self.topic, timeout=wait_s)
-        topic = metadata.topics.get(self.topic)
-        if topic is None or topic.error is not None or len(topic.partitions) != 1:
+        partitions = self._partition_count(wait_s)
+        if partitions != 1:
             raise ConfigError(
-                f"defaults topic {self.topic} must exist with exactly one partition, "
-                "because versions are ordered by offset; create it with "
-                "`prefsync worker` or `prefsync api`, which create missing topics"
+                f"defaults topic {self.topic} must exist with exactly one partition "
+                f"(found {partitions}), because versions are ordered by offset; "
+                "`prefsync worker` and `prefsync api` create it when it is missing"
             )
         self._consumer.assign([TopicPartition(self.topic, 0, OFFSET_BEGINNING)])
         self._thread.start()
@@ -94,6 +93,18 @@ class DefaultsWatcher:
             "defaults.watching", topic=self.topic, layers=len(self.registry.layers)
         )
         return self
+
+    def _partition_count(self, wait_s: float) -> int:
+        # A topic created a moment ago may be missing from metadata for a while.
+        deadline = time.monotonic() + wait_s
+        while True:
+            metadata = self._consumer.list_topics(self.topic, timeout=wait_s)
+            topic = metadata.topics.get(self.topic)
+            if topic is not None and topic.error is None and topic.partitions:
+                return len(topic.partitions)
+            if time.monotonic() > deadline:
+                return 0
+            time.sleep(0.1)
 
     def wait_for_offset(self, offset: int, timeout_s: float = 10.0) -> bool:
         """Wait until the record at ``offset`` was applied; return False on timeout."""

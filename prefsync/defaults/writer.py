@@ -99,13 +99,13 @@ class DefaultsWriter:
             registry = self.watcher.registry
             current = registry.layers.get(layer_id)
             version = registry.version_of(layer_id)
+            if data is None and (current is None or current.deleted):
+                raise LayerNotFound(f"layer {layer_id} does not exist")
             if expected_version != version:
                 raise VersionConflict(
                     f"layer {layer_id} is at version {version}, not "
                     f"{expected_version}: read it again and reapply your change"
                 )
-            if data is None and (current is None or current.deleted):
-                raise LayerNotFound(f"layer {layer_id} does not exist")
             record = LayerRecord(
                 layer_id=layer_id,
                 version=version + 1,

@@ -4,6 +4,7 @@ Kafka, registered terminals, and customers written straight into Redis."""
 from __future__ import annotations
 
 import dataclasses
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -15,11 +16,13 @@ from prefsync.api.app import create_app
 from prefsync.api.server import BackgroundServer
 from prefsync.api.terminals import add_terminal
 from prefsync.api.wiring import Services, build_services
-from prefsync.config import Settings
-from prefsync.crypto import Keyring
+from prefsync.config import Settings, TopicNames
+from prefsync.crypto import Keyring, generate_key_file
 from prefsync.domain.events import LOYALTY_RECORD, PROFILE_RECORD, to_change
 from prefsync.domain.snapshot import fold
+from prefsync.kafka_admin import ensure_topics
 from prefsync.store import SnapshotStore
+from tests.conftest import TEST_REDIS_DB
 from tests.helpers import profile_event
 
 # terminal id -> (store, roles)
@@ -82,6 +85,40 @@ def stop_api(api: Api) -> None:
 def api(api_settings: Settings, keyring: Keyring) -> Iterator[Api]:
     """The running API."""
     running = start_api(api_settings, keyring)
+    yield running
+    stop_api(running)
+
+
+@pytest.fixture(scope="module")
+def shared_api(
+    stack_settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Api]:
+    """One running API for a whole module, on topics and keys of its own.
+
+    For tests that only call the API (access checks, fuzzing): starting an API per
+    test would dominate their run time. Redis data may be flushed between tests by
+    other fixtures, so these tests must not rely on stored customers.
+    """
+    folder = tmp_path_factory.mktemp("api")
+    prefix = f"m{uuid.uuid4().hex[:10]}."
+    topics = TopicNames(
+        **{
+            f.name: prefix + getattr(TopicNames(), f.name)
+            for f in dataclasses.fields(TopicNames)
+        }
+    )
+    generate_key_file(folder / "keys.json")
+    module_settings = dataclasses.replace(
+        stack_settings,
+        topics=topics,
+        redis_url=stack_settings.redis_url.rsplit("/", 1)[0] + f"/{TEST_REDIS_DB}",
+        key_file=folder / "keys.json",
+        stack_dir=folder,
+        api_rate_per_s=10_000,
+        api_rate_burst=10_000,
+    )
+    ensure_topics(module_settings)
+    running = start_api(module_settings, Keyring.load(folder / "keys.json"))
     yield running
     stop_api(running)
 
