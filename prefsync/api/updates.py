@@ -24,6 +24,7 @@ from prefsync.api.errors import ApiError
 from prefsync.api.filters import filter_profile
 from prefsync.api.service import Caller, Lookup, store_error
 from prefsync.codec import WireCodec
+from prefsync.defaults.enforce import STORE_HEADER
 from prefsync.domain.events import PROFILE_RECORD, to_change
 from prefsync.domain.snapshot import Snapshot, apply_change
 from prefsync.domain.view import to_view
@@ -90,7 +91,15 @@ class PreferenceWriter:
             raise ApiError(422, exc.error_class, str(exc)) from exc
         value = self.codec.encode(PROFILE_RECORD, record, schema_id=PROFILE_SCHEMA_ID)
         try:
-            self.producer.send(self.topic, customer_id.encode(), value)
+            self.producer.send(
+                self.topic,
+                customer_id.encode(),
+                value,
+                headers=[
+                    (STORE_HEADER, caller.store_id.encode()),
+                    ("prefsync.terminal_id", caller.terminal_id.encode()),
+                ],
+            )
         except PublishError as exc:
             log.error("preference_update.delivery_failed", error=str(exc))
             raise ApiError(
