@@ -84,7 +84,7 @@ class SchemaCatalog:
         """Return ``(record name, parsed schema)`` for an id.
 
         Raises:
-            DecodeError: the id is unknown locally and no registry knows it.
+            DecodeError: the id is not in the local catalogue nor in the registry.
         """
         entry = self._by_id.get(schema_id)
         if entry is not None:
@@ -111,7 +111,7 @@ class SchemaCatalog:
             ) from exc
         if response.status_code != 200:
             raise DecodeError(
-                f"unknown schema id {schema_id}: the schema registry answered "
+                f"unknown schema id {schema_id}: the schema registry returned "
                 f"HTTP {response.status_code}",
                 error_class="unknown_schema_id",
                 schema_id=schema_id,

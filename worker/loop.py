@@ -11,8 +11,8 @@ The commit path of one batch, in order:
 5. Wait until the dead-letter topic acknowledged every rejected message.
 6. Commit the offsets after the last message of each partition.
 
-Committing before step 4 or 5 could lose events if the process died in between;
-committing after is at-least-once, and the merge makes redelivered events harmless.
+Committing before step 4 or 5 could lose events if the process died in between.
+Committing after is at-least-once, and the merge makes redelivered events harmless.
 """
 
 from __future__ import annotations
