@@ -164,7 +164,7 @@ UNKNOWN_CUSTOMER_RATE = 0.1
 
 @dataclass
 class CheckoutStats:
-    """What the simulated checkouts applied, caught and granted."""
+    """Counters of the simulated checkouts: items, flags, grants and latency."""
 
     checkouts: int = 0
     returned: int = 0
@@ -365,7 +365,7 @@ def _count_items(applied: dict[str, Any], stats: CheckoutStats) -> None:
 
 
 def _applied_events(settings: Settings) -> int:
-    """Return how many messages the applied topic holds (sum of end offsets)."""
+    """Return the number of messages in the applied topic (sum of end offsets)."""
     consumer = Consumer(
         {
             "bootstrap.servers": settings.kafka_bootstrap,

@@ -10,9 +10,9 @@ __all__ = ["ApiError"]
 
 
 class ApiError(PrefsyncError):
-    """A request failed in a way the terminal should be told about.
+    """A failed request, reported to the terminal as JSON.
 
-    ``code`` is a short stable name (``transaction_confirmed``); ``details`` holds
+    ``code`` is a short stable name (``transaction_confirmed``); ``details`` contains
     structured context such as the item ids that still need acknowledgement.
     """
 

@@ -79,7 +79,7 @@ def record_key(customer_id: str, transaction_id: str) -> str:
 
 
 def pending_field(step: str, revision: int) -> str:
-    """Return the hash field that holds a step's unacknowledged event."""
+    """Return the hash field name of a step's unacknowledged event."""
     return f"{PENDING_PREFIX}{step}:{revision}"
 
 

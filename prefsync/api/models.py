@@ -66,7 +66,7 @@ class _Strict(BaseModel):
 
 
 class ErrorBody(BaseModel):
-    """What failed, as a stable code and a sentence for people."""
+    """Error code (stable) and a message for people."""
 
     code: str
     message: str
@@ -171,7 +171,7 @@ class ApplyResponse(BaseModel):
 
 
 class DecisionIn(_Strict):
-    """What the cashier did with one item."""
+    """The cashier's decision on one item."""
 
     item_id: str = Field(max_length=80)
     decision: Decision
@@ -191,7 +191,7 @@ class ConfirmRequest(_Strict):
 
 
 class ConfirmResponse(BaseModel):
-    """What the confirmation granted."""
+    """Discount and points granted by a confirmation."""
 
     customer_id: str
     transaction_id: str
@@ -212,7 +212,7 @@ class ReverseRequest(_Strict):
 
 
 class ReverseResponse(BaseModel):
-    """What the reversal took back."""
+    """Discount and points taken back by a reversal."""
 
     customer_id: str
     transaction_id: str

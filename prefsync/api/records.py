@@ -1,6 +1,6 @@
 """JSON forms of a transaction's context and outcome, as stored in its record.
 
-A stored apply result holds everything later steps and retries need: the context
+A stored apply result contains everything later steps and retries need: the context
 (lines, channel, store time), the outcome (items, totals, tier) and the points the
 transaction would earn without the tier discount, in case the cashier rejects it.
 """

@@ -76,11 +76,15 @@ def healthz() -> dict[str, str]:
     responses={503: {"model": ErrorResponse, "description": "Redis is unreachable"}},
 )
 def readyz(services: ServicesDep) -> dict[str, Any]:
-    """Return ok when Redis answers; report the defaults layers loaded."""
+    """Return ok when Redis responds to PING, with the number of defaults layers."""
     try:
         services.redis_client.ping()
     except Exception as exc:
-        raise ApiError(503, "store_unavailable", "Redis does not answer PING") from exc
+        raise ApiError(
+            503,
+            "store_unavailable",
+            "Redis did not respond to PING; check PREFSYNC_REDIS_URL",
+        ) from exc
     return {"status": "ok", "defaults_layers": len(services.watcher.registry.layers)}
 
 

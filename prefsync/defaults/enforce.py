@@ -43,7 +43,7 @@ def fields_of_event(record: dict[str, Any]) -> set[str]:
 
 
 class TerminalWritePolicy:
-    """Refuse terminal events that change fields the defaults keep from terminals."""
+    """Reject terminal events that change fields the defaults keep from terminals."""
 
     def __init__(self, watcher: DefaultsWatcher, terminal_topic: str):
         self.watcher = watcher
@@ -59,10 +59,10 @@ class TerminalWritePolicy:
         store = headers.get(STORE_HEADER)
         store_id = store.decode(errors="replace") if store else None
         allowed = self.watcher.registry.policy_for(store_id).terminal_writable_fields
-        refused = sorted(fields_of_event(record) - allowed)
-        if refused:
+        rejected = sorted(fields_of_event(record) - allowed)
+        if rejected:
             raise ValidationError(
-                f"terminal event changes {', '.join(refused)}, which the defaults "
+                f"terminal event changes {', '.join(rejected)}, which the defaults "
                 f"for store {store_id or '(none)'} do not let terminals write",
                 error_class="terminal_field_not_writable",
             )

@@ -2,9 +2,9 @@
 
 Writers in several API processes are serialized by a short Redis lock
 (``defaults:write-lock``, SET NX with a 15 s expiry). Under the lock a writer reads the
-topic to its end, checks the caller's expected version, produces the audit record and
-then the layer record, and waits until its own watcher applied them, so the admin who
-made a change reads it back at once.
+topic to its end and checks the caller's expected version. It then produces the audit
+record and the layer record, and waits until its own watcher applied them, so the
+admin who made a change reads it back at once.
 """
 
 from __future__ import annotations
