@@ -161,7 +161,7 @@ class Keyring:
 
 
 def generate_key_file(path: Path, key_id: str = "k1") -> None:
-    """Write a new key file holding one random 256-bit key, readable by the owner only."""
+    """Write a new key file with one random 256-bit key, readable by the owner only."""
     material = base64.b64encode(os.urandom(KEY_BYTES)).decode()
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -163,7 +163,8 @@ class SnapshotStore:
             The customer ids whose write lost a race; the caller re-reads and retries.
 
         Raises:
-            StoreUnavailable: Redis could not be reached; nothing can be assumed written.
+            StoreUnavailable: Redis could not be reached, and no write can be
+                assumed done.
         """
         if not writes:
             return []

@@ -1,4 +1,4 @@
-"""Helpers shared by integration tests: subprocess environments, producing, consuming."""
+"""Helpers for integration tests: subprocess environments, producing, consuming."""
 
 from __future__ import annotations
 
@@ -93,7 +93,7 @@ def run_worker(settings: Settings, idle_exit_s: float = 3.0) -> WorkerStats:
 def consume_all(
     settings: Settings, topic: str, expected: int, timeout_s: float = 30
 ) -> list[Message]:
-    """Read ``expected`` messages from ``topic`` from the beginning, or fail on timeout."""
+    """Read ``expected`` messages from the start of ``topic`` within ``timeout_s``."""
     consumer = Consumer(
         {
             "bootstrap.servers": settings.kafka_bootstrap,

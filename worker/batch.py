@@ -11,7 +11,9 @@ from __future__ import annotations
 import enum
 import time
 from collections import defaultdict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from confluent_kafka import Message
 
@@ -33,8 +35,15 @@ class Stage(enum.Enum):
     COMMIT = "commit"
 
 
-def decode_message(codec: WireCodec, message: Message) -> Change:
+def decode_message(
+    codec: WireCodec,
+    message: Message,
+    checks: Sequence[Callable[[Message, dict[str, Any]], None]] = (),
+) -> Change:
     """Decode and validate one input message into a merge change.
+
+    ``checks`` run on the decoded record after the domain rules; one raising
+    ValidationError dead-letters the message like any rule violation.
 
     Raises:
         DecodeError: the message cannot be decoded or breaks a rule (a subclass,
@@ -43,6 +52,8 @@ def decode_message(codec: WireCodec, message: Message) -> Change:
     """
     _, record_name, record = codec.decode(message.value())
     change = to_change(record_name, record)
+    for check in checks:
+        check(message, record)
     key = message.key()
     if key is not None and key.decode(errors="replace") != change.customer_id:
         raise ValidationError(

@@ -19,7 +19,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    """Print the customer's decrypted preferences as JSON; exit 1 when none are stored."""
+    """Print the customer's preferences as JSON, or exit 1 when none are stored."""
     store = SnapshotStore(
         connect(settings.redis_url, cluster=settings.redis_cluster),
         Keyring.load(settings.key_path),

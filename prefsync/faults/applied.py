@@ -1,21 +1,19 @@
 """Interrupting the producer of applied-preference events: none acknowledged is lost.
 
-A publisher process sends numbered events to the applied topic and prints the key of
-each event as soon as Kafka acknowledges it. The harness kills it with SIGKILL at
+A publisher process sends applied-preference events (schema id 3, Confluent wire
+format) to the applied topic through :class:`producers.delivery.DeliveringProducer`,
+the producer the terminal API publishes them with, and prints the key of each event
+as soon as Kafka acknowledged it. The harness kills the process with SIGKILL at
 random moments, starts a new one, and at the end reads the topic: every key printed
 as acknowledged must be there.
 
-The publisher goes through :class:`AckedPublisher`, the interface the terminal API's
-producer has to offer (publish with an acknowledgement callback, poll, flush).
-NOTE: :func:`make_publisher` returns :class:`KafkaAckedPublisher`, a plain
-idempotent producer with ``acks=all`` and JSON values. Connect the terminal API's
-applied-event producer here once it exists, so the scenario tests that producer.
+The process goes through :class:`AckedPublisher`, so another producer can be put
+under the same test in :func:`make_publisher`.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import subprocess
 import sys
@@ -25,13 +23,22 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
-from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, TopicPartition
 
+from prefsync.api.events import APPLIED_RECORD, APPLIED_SCHEMA_ID
+from prefsync.codec import SchemaCatalog, WireCodec
 from prefsync.config import Settings
 from prefsync.errors import PrefsyncError
 from prefsync.faults.harness import FaultEnv, ScenarioReport
+from producers.delivery import DeliveringProducer
 
-__all__ = ["AckedPublisher", "KafkaAckedPublisher", "applied_interruptions", "main"]
+__all__ = [
+    "AckedPublisher",
+    "DeliveringPublisher",
+    "applied_event",
+    "applied_interruptions",
+    "main",
+]
 
 AckCallback = Callable[[bytes], None]
 READ_TIMEOUT_S = 60.0
@@ -52,50 +59,59 @@ class AckedPublisher(Protocol):
         """Wait for every queued event; return how many are still unacknowledged."""
 
 
-class KafkaAckedPublisher:
-    """Idempotent producer, ``acks=all``, JSON values keyed by transaction id."""
+class DeliveringPublisher:
+    """The terminal API's producer: each send blocks until Kafka acknowledged it."""
 
     def __init__(self, bootstrap: str, topic: str):
         self.topic = topic
-        self._producer = Producer(
-            {
-                "bootstrap.servers": bootstrap,
-                "enable.idempotence": True,
-                "acks": "all",
-                "linger.ms": 5,
-            }
-        )
+        self._codec = WireCodec(SchemaCatalog())
+        self._producer = DeliveringProducer(bootstrap, client_id="prefsync-faults")
 
     def publish(
         self, key: bytes, event: dict[str, object], on_ack: AckCallback
     ) -> None:
-        """Queue ``event``; ``on_ack`` runs from :meth:`poll` or :meth:`flush`."""
-
-        def report(error: KafkaError | None, _message: Message) -> None:
-            if error is None:
-                on_ack(key)
-
-        while True:
-            try:
-                self._producer.produce(
-                    self.topic, json.dumps(event).encode(), key, on_delivery=report
-                )
-                return
-            except BufferError:
-                self._producer.poll(0.1)
+        """Send ``event`` encoded with the applied-event schema; ack when it returns."""
+        value = self._codec.encode(APPLIED_RECORD, event, schema_id=APPLIED_SCHEMA_ID)
+        self._producer.send(self.topic, key, value)
+        on_ack(key)
 
     def poll(self, timeout_s: float) -> None:
-        """Serve delivery reports."""
-        self._producer.poll(timeout_s)
+        """Wait; the producer serves its delivery reports on its own thread."""
+        time.sleep(timeout_s)
 
     def flush(self, timeout_s: float) -> int:
-        """Wait for the queue to drain."""
-        return int(self._producer.flush(timeout_s))
+        """Flush and stop the producer."""
+        return self._producer.close(timeout_s)
 
 
 def make_publisher(bootstrap: str, topic: str) -> AckedPublisher:
     """Return the publisher under test."""
-    return KafkaAckedPublisher(bootstrap, topic)
+    return DeliveringPublisher(bootstrap, topic)
+
+
+def applied_event(transaction_id: str, sequence: int) -> dict[str, object]:
+    """Return a valid applied-preference event of one APPLY step."""
+    return {
+        "event_id": f"{transaction_id}/APPLY/1",
+        "transaction_id": transaction_id,
+        "step": "APPLY",
+        "revision": 1,
+        "occurred_at": 1_760_000_000_000 + sequence,
+        "customer_pseudonym": f"p-{sequence % 97}",
+        "pseudonym_key_id": "k1",
+        "store_id": "S-1",
+        "terminal_id": "T-1",
+        "staff_role": "cashier",
+        "channel": "DINE_IN",
+        "store_local_date": 20_000,
+        "currency": "EUR",
+        "tier_status": "NONE",
+        "basket_total_minor": 1_250,
+        "discount_minor": 0,
+        "points": 12,
+        "lines": 2,
+        "allergy_conflicts": 0,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--topic", required=True)
     parser.add_argument("--run", required=True, help="prefix of this run's keys")
     parser.add_argument("--count", type=int, required=True)
-    parser.add_argument("--rate", type=float, default=2_000.0, help="events per second")
+    parser.add_argument("--rate", type=float, default=500.0, help="events per second")
     args = parser.parse_args(argv)
     publisher = make_publisher(args.bootstrap, args.topic)
 
@@ -116,8 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     for number in range(args.count):
         key = f"{args.run}-{number:07d}".encode()
-        event = {"transaction_id": key.decode(), "sequence": number}
-        publisher.publish(key, event, acknowledged)
+        publisher.publish(key, applied_event(key.decode(), number), acknowledged)
         ahead_s = (number + 1) / args.rate - (time.monotonic() - started)
         publisher.poll(max(0.0, ahead_s))
     return 0 if publisher.flush(120) == 0 else 1

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import redis
 import structlog
 
 from prefsync import stack
@@ -54,6 +55,7 @@ class Profile:
     worker_kills: int
     redis_outages: int
     redis_outage_s: float
+    redis_losses: int
     kafka_restarts: int
     rebalance_kills: int
     applied_events: int
@@ -67,6 +69,7 @@ SHORT = Profile(
     redis_outages=1,
     # Longer than the workers' max.poll.interval.ms (10 s) in the harness.
     redis_outage_s=12.0,
+    redis_losses=1,
     kafka_restarts=1,
     rebalance_kills=2,
     applied_events=3_000,
@@ -78,9 +81,10 @@ LONG = Profile(
     worker_kills=25,
     redis_outages=3,
     redis_outage_s=15.0,
+    redis_losses=3,
     kafka_restarts=3,
     rebalance_kills=10,
-    applied_events=50_000,
+    applied_events=20_000,
     applied_interruptions=10,
 )
 
@@ -132,21 +136,27 @@ def worker_kills(env: FaultEnv, profile: Profile, rng: random.Random) -> Scenari
 
 
 def redis_outages(
-    env: FaultEnv, profile: Profile, rng: random.Random
+    env: FaultEnv, profile: Profile, rng: random.Random, *, lose_data: bool = False
 ) -> ScenarioReport:
-    """Stop Redis for several seconds mid-stream, then start it again, empty.
+    """Stop Redis for several seconds mid-stream, then start it again.
 
     Checks that the worker retries with logged backoff and commits nothing while
-    Redis is down, and that it replays what the restarted, empty Redis lost.
+    Redis is down. With ``lose_data`` the restarted Redis comes back without the
+    test's database (as a Redis restored from an empty backup would), and the worker
+    must replay what it lost.
     """
-    report = ScenarioReport("redis_outage")
+    report = ScenarioReport("redis_loss" if lose_data else "redis_outage")
     sim = _simulator(profile, seed=37)
     publisher = _start(env, report, sim, rate_per_s=2_000)
     worker = env.start_worker("worker-0")
     commits_during = 0
     retries = 0
     rebalances = 0
-    for _ in range(profile.redis_outages):
+    outages = profile.redis_outages
+    outage_s = profile.redis_outage_s
+    if lose_data:
+        outages, outage_s = profile.redis_losses, 2.0
+    for _ in range(outages):
         env.wait_progress(worker.started_at)
         time.sleep(rng.uniform(0.0, 0.5))
         report.faults_mid_stream += _mid_stream(env, publisher)
@@ -154,9 +164,11 @@ def redis_outages(
         stack.redis_stop(env.stack)
         report.faults += 1
         first_retry = worker.wait_for_event("store.retry", stopped_at, 60.0)
-        time.sleep(profile.redis_outage_s)
+        time.sleep(outage_s)
         restarting_at = time.time()
         stack.redis_start(env.stack)
+        if lose_data:
+            redis.Redis.from_url(env.settings.redis_url).flushdb()
         events = worker.events()
         commits_during += sum(
             1
@@ -261,6 +273,11 @@ def rebalances(env: FaultEnv, profile: Profile, rng: random.Random) -> ScenarioR
     return report
 
 
+def redis_losses(env: FaultEnv, profile: Profile, rng: random.Random) -> ScenarioReport:
+    """Stop and start Redis, which comes back without the data of the worker."""
+    return redis_outages(env, profile, rng, lose_data=True)
+
+
 def applied_producer(
     env: FaultEnv, profile: Profile, rng: random.Random
 ) -> ScenarioReport:
@@ -275,6 +292,7 @@ Scenario = Callable[[FaultEnv, Profile, random.Random], ScenarioReport]
 SCENARIOS: dict[str, Scenario] = {
     "worker_kills": worker_kills,
     "redis_outage": redis_outages,
+    "redis_loss": redis_losses,
     "kafka_restart": kafka_restarts,
     "rebalance": rebalances,
     "applied_producer": applied_producer,

@@ -56,13 +56,20 @@ def test_worker_kills(run) -> None:
 
 def test_redis_outage(run) -> None:
     """With Redis down longer than max.poll.interval.ms the worker retries, commits
-    nothing and keeps its partitions, then replays what the empty Redis lost."""
+    nothing and keeps its partitions, then catches up."""
     report = run("redis_outage")
     _check_nothing_lost(report)
     assert report.faults_mid_stream == SHORT.redis_outages
     assert report.extra["commits_while_redis_down"] == 0
     assert report.extra["retries_logged"] >= 2
     assert report.extra["partitions_lost_while_redis_down"] == 0
+
+
+def test_redis_loss(run) -> None:
+    """A Redis that comes back without the data is found and replayed."""
+    report = run("redis_loss")
+    _check_nothing_lost(report)
+    assert report.extra["commits_while_redis_down"] == 0
     assert report.restores_detected >= 1
 
 
