@@ -38,9 +38,11 @@ def test_replay_after_schema_fix(
 ) -> None:
     """Messages that decode after the fix are replayed and applied; the rest stay."""
     event = {**profile_event("R1", 1), "points_balance": 120}
-    body = CODEC.encode(LOYALTY_RECORD, event)[5:]
+    body = CODEC.encode(LOYALTY_RECORD, event, schema_id=2)[5:]
     unknown = b"\x00" + FIXED_ID.to_bytes(4, "big") + body
-    truncated = CODEC.encode(LOYALTY_RECORD, {**event, "customer_id": "R2"})[:-3]
+    truncated = CODEC.encode(
+        LOYALTY_RECORD, {**event, "customer_id": "R2"}, schema_id=2
+    )[:-3]
     produce(
         settings,
         [
@@ -91,7 +93,7 @@ def test_replay_skips_masked_payload(settings: Settings) -> None:
 
 def test_replay_dry_run_commits_nothing(settings: Settings, tmp_path: Path) -> None:
     """A dry run counts what it would replay and leaves the group's position alone."""
-    body = CODEC.encode(LOYALTY_RECORD, {**profile_event("R4", 1)})[5:]
+    body = CODEC.encode(LOYALTY_RECORD, {**profile_event("R4", 1)}, schema_id=2)[5:]
     produce(
         settings,
         [

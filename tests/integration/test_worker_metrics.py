@@ -38,7 +38,7 @@ def test_ready_and_counting(settings: Settings) -> None:
     messages by error class."""
     topic = settings.topics.profile
     frame = CODEC.encode(PROFILE_RECORD, profile_event("M1", 1, display_name="Ana"))
-    produce(settings, [(topic, b"M1", frame), (topic, b"M2", b"\x07bad")])
+    produce(settings, [(topic, b"M1", frame), (topic, b"M2", b"\x07not a frame")])
     worker = build_worker(settings)
     assert start_http(settings, worker) is None
     http = start_http(
