@@ -73,6 +73,8 @@ _GENERATION = struct.Struct(">Q")
 _HEADER_BYTES = 1 + _GENERATION.size
 _V2_HEADER_BYTES = _HEADER_BYTES + DEK_ID_BYTES
 _PAYLOAD_LABEL = b"prefsync-payload"
+# Format, id and epoch at the start of a data key record.
+_RECORD_ID_EPOCH_BYTES = 1 + DEK_ID_BYTES + 8
 
 # KEYS[1] = snapshot key, KEYS[2] = data key record key.
 # ARGV[1] = expected generation bytes ("" when the value must be absent);
@@ -97,6 +99,16 @@ elseif present ~= ARGV[3] then
   return 0
 end
 redis.call('SET', KEYS[1], ARGV[2])
+return 1
+"""
+
+# KEYS as above. ARGV[1] = value expected ("" for none), ARGV[2] = data key record
+# expected ("" for none). Deletes both when neither changed; returns 1, else 0.
+_DELETE_IF_UNCHANGED = """
+local value = redis.call('GET', KEYS[1]) or ''
+local record = redis.call('GET', KEYS[2]) or ''
+if value ~= ARGV[1] or record ~= ARGV[2] then return 0 end
+redis.call('DEL', KEYS[1], KEYS[2])
 return 1
 """
 
@@ -165,11 +177,13 @@ class SnapshotStore:
         self.actor = actor
         self.data_keys = DataKeyCache(cache_entries)
         self.data_key_max_encryptions = keyring.hard_limit
-        # Data key id present in Redis at the last read, per customer, and keys
-        # proposed by seal() that write_many has not stored yet.
+        # Header (id and epoch) of the data key record present in Redis at the last
+        # read, per customer, and keys proposed by seal() not stored yet.
         self._present: dict[str, bytes] = {}
+        self.audit_context: dict[str, object] = {}
         self._proposed: dict[str, tuple[DataKey, DataKey | None]] = {}
         self._check_and_set = client.register_script(_CHECK_AND_SET)
+        self._delete_if_unchanged = client.register_script(_DELETE_IF_UNCHANGED)
 
     def read_many(self, customer_ids: Iterable[str]) -> dict[str, Stored]:
         """Read and decrypt the snapshots of ``customer_ids`` in one round trip.
@@ -282,7 +296,7 @@ class SnapshotStore:
                         value,
                         value[_HEADER_BYTES:_V2_HEADER_BYTES],
                         b"" if new is None else new.record,
-                        self._present.get(customer_id, b""),
+                        self._present.get(customer_id, b"")[1 : 1 + DEK_ID_BYTES],
                     ],
                     client=pipe,
                 )
@@ -302,15 +316,17 @@ class SnapshotStore:
         replaced: DataKey | None,
         snapshot: Snapshot,
     ) -> None:
-        old_id = self._present.get(customer_id, b"")
+        present = self._present.get(customer_id, b"")
+        old_id = present[1 : 1 + DEK_ID_BYTES]
+        old_epoch = present[1 + DEK_ID_BYTES : _RECORD_ID_EPOCH_BYTES] or NO_EPOCH
         self.data_keys.put(customer_id, new)
-        self._present[customer_id] = new.dek_id
-        erased = replaced is None or replaced.epoch != new.epoch
-        if not old_id or not erased or self.journal is None:
+        self._present[customer_id] = new.record[:_RECORD_ID_EPOCH_BYTES]
+        if new.epoch == old_epoch or self.journal is None:
             return
         # The erasure floor rose: the old data key is shredded, and with it every
         # copy of the customer's data sealed under it.
-        self.journal.tombstone(customer_id, old_id)
+        if old_id:
+            self.journal.tombstone(customer_id, old_id)
         self.journal.audit(self.erasure_record(customer_id, snapshot, old_id, new))
 
     def erasure_record(
@@ -324,6 +340,7 @@ class SnapshotStore:
             log.error("erasure.pseudonym_unavailable", error=str(exc))
             pseudonym = None
         return {
+            **self.audit_context,
             "event": "erasure",
             "pseudonym": pseudonym,
             "actor": self.actor,
@@ -335,7 +352,7 @@ class SnapshotStore:
                 "occurred_at_ms": floor[1],
                 "source": SOURCES[floor[3]],
             },
-            "shredded_data_key": old_id.hex(),
+            "shredded_data_key": old_id.hex() or None,
             "new_data_key": new.dek_id.hex(),
         }
 
@@ -380,7 +397,9 @@ class SnapshotStore:
     def _unseal(
         self, customer_id: str, value: bytes | None, record: bytes | None = None
     ) -> Stored:
-        self._present[customer_id] = b"" if record is None else record_dek_id(record)
+        self._present[customer_id] = (
+            b"" if record is None else record[:_RECORD_ID_EPOCH_BYTES]
+        )
         if value is None:
             self._cache_record(customer_id, record)
             return Stored(0, None)
@@ -463,6 +482,33 @@ class SnapshotStore:
             self.data_keys.drop(customer_id)
             log.warning("store.data_key_unreadable", error=str(exc))
 
+    def delete_if_unchanged(
+        self, customer_id: str, value: bytes | None, record: bytes | None
+    ) -> bool:
+        """Delete a customer's value and data key record if both are as read.
+
+        The journal gets a tombstone for the deleted data key. Used to shred values
+        that cannot be decrypted any more, and stale copies whose key is gone.
+
+        Returns:
+            True when deleted; False when another writer changed either meanwhile.
+        """
+        try:
+            deleted = self._delete_if_unchanged(
+                keys=[snapshot_key(customer_id), data_key_key(customer_id)],
+                args=[value or b"", record or b""],
+            )
+        except redis.RedisError as exc:
+            raise StoreUnavailable(f"Redis write failed: {type(exc).__name__}") from exc
+        if not deleted:
+            return False
+        self.data_keys.drop(customer_id)
+        self._present[customer_id] = b""
+        if record is not None and self.journal is not None:
+            self.journal.tombstone(customer_id, record_dek_id(record))
+            self.journal.flush()
+        return True
+
     # Payloads outside Redis (dead letters) ----------------------------------------
 
     def seal_payload(
@@ -527,7 +573,7 @@ class SnapshotStore:
                 ) from exc
             if stored:
                 self.data_keys.put(customer_id, created)
-                self._present[customer_id] = created.dek_id
+                self._present[customer_id] = created.record[:_RECORD_ID_EPOCH_BYTES]
                 return created
             if self.journal is not None:
                 self.journal.tombstone(customer_id, created.dek_id)

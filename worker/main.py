@@ -7,20 +7,32 @@ from confluent_kafka import Producer
 from consumers.kafka import create_consumer
 from prefsync.codec import SchemaCatalog, WireCodec
 from prefsync.config import Settings
-from prefsync.crypto import Keyring
+from prefsync.crypto import Keyring, load_keyring
+from prefsync.datakeys import KeyJournal
 from prefsync.store import SnapshotStore, connect
-from producers.dead_letter import DeadLetterProducer
+from producers.dead_letter import DeadLetterProducer, DeadLetterSealer
 from worker.loop import Worker
 
-__all__ = ["build_worker"]
+__all__ = ["build_store", "build_worker"]
+
+
+def build_store(
+    settings: Settings, keyring: Keyring | None = None, *, actor: str = "worker"
+) -> SnapshotStore:
+    """Create a snapshot store whose new data keys are journaled to Kafka."""
+    keyring = keyring or load_keyring(settings)
+    return SnapshotStore(
+        connect(settings.redis_url, cluster=settings.redis_cluster),
+        keyring,
+        journal=KeyJournal.from_settings(settings),
+        cache_entries=settings.data_key_cache_entries,
+        actor=actor,
+    )
 
 
 def build_worker(settings: Settings, keyring: Keyring | None = None) -> Worker:
     """Create a worker wired to the Kafka and Redis named in ``settings``."""
-    keyring = keyring or Keyring.load(settings.key_path)
-    store = SnapshotStore(
-        connect(settings.redis_url, cluster=settings.redis_cluster), keyring
-    )
+    store = build_store(settings, keyring)
     codec = WireCodec(
         SchemaCatalog(registry_url=settings.schema_registry_url),
         settings.max_message_bytes,
@@ -33,5 +45,9 @@ def build_worker(settings: Settings, keyring: Keyring | None = None) -> Worker:
             "linger.ms": 5,
         }
     )
-    dead_letters = DeadLetterProducer(producer, settings.topics.dead_letter)
+    dead_letters = DeadLetterProducer(
+        producer,
+        settings.topics.dead_letter,
+        DeadLetterSealer(store, store.keyring),
+    )
     return Worker(settings, create_consumer(settings), store, codec, dead_letters)
