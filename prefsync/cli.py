@@ -24,6 +24,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "simulate": ("producers.simulator", "publish a seeded stream of CRM events"),
     "worker": ("prefsync.commands.worker", "consume CRM events into Redis snapshots"),
     "lookup": ("prefsync.commands.lookup", "print one customer's preferences"),
+    "erase": ("prefsync.commands.erase", "erase one customer and shred their data key"),
+    "audit": ("prefsync.commands.audit", "remove outdated preferences by rules"),
     "demo": ("prefsync.demo", "run the whole pipeline on the local stack"),
 }
 

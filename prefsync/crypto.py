@@ -49,6 +49,7 @@ __all__ = [
     "DEFAULT_HARD_LIMIT",
     "DEFAULT_WARN_AT",
     "ENVELOPE_FORMAT",
+    "KEY_ID_PATTERN",
     "KEY_STATES",
     "CommandKeySource",
     "EnvKeySource",
