@@ -44,6 +44,8 @@ __all__ = ["ErasureResult", "erase_customer", "erase_customers"]
 log = structlog.get_logger()
 
 MAX_ATTEMPTS = 10
+# The largest Avro long: a floor at this CRM version ignores every later event.
+RETIRE_ID_VERSION = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -64,14 +66,16 @@ def erase_customer(
     customer_id: str,
     *,
     requested_by: str | None = None,
-    min_crm_version: int = 0,
+    crm_version: int | None = None,
     now_ms: int | None = None,
 ) -> ErasureResult:
     """Erase ``customer_id``: shred its data key, keep only the erasure floor.
 
-    The floor's CRM version is the newest version stored for the customer (or
-    ``min_crm_version`` if higher) and its time is now, so every event already applied
-    or redelivered later is at or below the floor and ignored.
+    Without ``crm_version`` the floor is at the largest CRM version, so every event
+    for this id is ignored from now on, including events still in flight or replayed.
+    With it, the floor is at the newest version stored or ``crm_version``, whichever
+    is higher, and at the current time, so the CRM may reuse the id with higher
+    versions later.
 
     Raises:
         ErasureError: the customer id is invalid, or the write kept losing races.
@@ -101,7 +105,7 @@ def erase_customer(
             continue
         snapshot = stored.snapshot or Snapshot(customer_id)
         had_data |= not snapshot.is_empty()
-        floor = _floor(snapshot, event_id, occurred_at_ms, min_crm_version)
+        floor = _floor(snapshot, event_id, occurred_at_ms, crm_version)
         if not apply_change(snapshot, Change(customer_id, floor, erase=True)):
             floor = snapshot.erased or floor
             break
@@ -141,10 +145,13 @@ def erase_customers(
 
 
 def _floor(
-    snapshot: Snapshot, event_id: str, occurred_at_ms: int, min_crm_version: int
+    snapshot: Snapshot, event_id: str, occurred_at_ms: int, crm_version: int | None
 ) -> Stamp:
     newest = snapshot.newest_stamp()
-    version = max(newest[0] if newest else 0, min_crm_version)
+    if crm_version is None:
+        version = RETIRE_ID_VERSION
+    else:
+        version = max(newest[0] if newest else 0, crm_version)
     if newest is not None and newest[0] == version:
         occurred_at_ms = max(occurred_at_ms, newest[1] + 1)
     return (version, occurred_at_ms, event_tie(event_id), SOURCES.index("CRM"))

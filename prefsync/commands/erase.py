@@ -25,11 +25,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "audit record, so it must not contain personal data (default: the OS user)",
     )
     parser.add_argument(
-        "--min-crm-version",
+        "--crm-version",
         type=int,
-        default=0,
-        help="erase at least up to this CRM revision of the customer (default: the "
-        "newest revision stored)",
+        default=None,
+        help="erase up to this CRM revision (or the newest stored, if higher), so "
+        "the CRM may send higher revisions for the same id later; default: every "
+        "revision, so the id stays erased for good",
     )
 
 
@@ -50,7 +51,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         producer,
         args.customer_id,
         requested_by=args.requested_by,
-        min_crm_version=args.min_crm_version,
+        crm_version=args.crm_version,
     )
     print(
         json.dumps(

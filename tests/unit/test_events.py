@@ -58,14 +58,21 @@ def _card(**fields: object) -> dict[str, object]:
             PROFILE_RECORD,
             {
                 "allergies": [
-                    {"allergen": "OTHER", "severity": "MILD", "note": None, "removed": False}
+                    {
+                        "allergen": "OTHER",
+                        "severity": "MILD",
+                        "note": None,
+                        "removed": False,
+                    }
                 ]
             },
             "allergen_other_without_note",
         ),
     ],
 )
-def test_invalid_events(record_name: str, fields: dict[str, object], error_class: str) -> None:
+def test_invalid_events(
+    record_name: str, fields: dict[str, object], error_class: str
+) -> None:
     """Each rule violation raises ValidationError with its own error class."""
     with pytest.raises(ValidationError) as caught:
         to_change(record_name, {**BASE, **fields})
