@@ -192,6 +192,7 @@ class SnapshotStore:
             StoreUnavailable: Redis could not be reached.
         """
         ids = list(customer_ids)
+        self.keyring.maybe_reload()
         pairs = self.read_records(ids)
         if len(self._present) > 4 * self.data_keys.max_entries:
             self._present.clear()
@@ -247,6 +248,7 @@ class SnapshotStore:
         """
         if not writes:
             return []
+        self.keyring.maybe_reload()
         values = [
             self.seal(snapshot, generation + 1) for snapshot, generation in writes
         ]
