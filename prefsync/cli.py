@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "lookup": ("prefsync.commands.lookup", "print one customer's preferences"),
     "erase": ("prefsync.commands.erase", "erase one customer and shred their data key"),
     "audit": ("prefsync.commands.audit", "remove outdated preferences by rules"),
+    "redis-acl": ("prefsync.commands.redis_acl", "write Redis ACL users per role"),
     "demo": ("prefsync.demo", "run the whole pipeline on the local stack"),
 }
 
