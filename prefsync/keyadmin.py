@@ -213,7 +213,14 @@ def restore_data_keys(
             if value is None:
                 continue
             report.values_seen += 1
-            _restore_one(store, journaled, customer_id, value, record, report)
+            _restore_one(
+                store,
+                journaled,
+                customer_id=customer_id,
+                value=value,
+                record=record,
+                report=report,
+            )
     log.info(
         "keys.restored",
         values_seen=report.values_seen,
@@ -226,6 +233,7 @@ def restore_data_keys(
 def _restore_one(
     store: SnapshotStore,
     journaled: dict[bytes, bytes],
+    *,
     customer_id: str,
     value: bytes,
     record: bytes | None,

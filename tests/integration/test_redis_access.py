@@ -13,7 +13,7 @@ from prefsync.domain.snapshot import Change, Snapshot, apply_change
 from prefsync.errors import StoreUnavailable
 from prefsync.redis_acl import ROLES, render_acl
 from prefsync.store import SnapshotStore, connect
-from tests.redis_server import RedisServer, start_redis
+from tests.redis_server import RedisServer, start_redis, write_certificates
 
 pytestmark = pytest.mark.integration
 
@@ -185,8 +185,6 @@ def test_tls_requires_client_certificate(tls_server: RedisServer) -> None:
 
 def test_tls_rejects_unknown_ca(tls_server: RedisServer, tmp_path: Path) -> None:
     """A client that trusts another CA refuses the server's certificate."""
-    from tests.redis_server import write_certificates
-
     other = tmp_path / "other"
     other.mkdir()
     write_certificates(other)
