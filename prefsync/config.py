@@ -85,6 +85,9 @@ class Settings:
         }
         return cls(topics=TopicNames(**topic_values), **values)
 
+    def __repr__(self) -> str:
+        return f"Settings({self.redacted()!r})"
+
     @property
     def key_path(self) -> Path:
         """Return the key file: ``key_file`` if set, else ``keys.json`` in the stack folder."""
