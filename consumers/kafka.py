@@ -1,4 +1,7 @@
-"""Thin helpers around confluent-kafka's Consumer. The worker owns the loop and commits."""
+"""Thin helpers around confluent-kafka's Consumer.
+
+The worker owns the poll loop and the commits.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ __all__ = ["consumer_config", "create_consumer", "next_offsets"]
 
 
 def consumer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
-    """Return the consumer configuration: manual commits, start from the earliest offset.
+    """Return the consumer configuration: manual commits, earliest offset first.
 
     Auto-commit is off because an offset may be committed only after Redis holds the
     data of every message before it.

@@ -1,3 +1,3 @@
-"""prefsync: point-of-sale customer preferences, synced from the CRM and applied at checkout."""
+"""prefsync: POS customer preferences, synced from the CRM and applied at checkout."""
 
 __version__ = "0.1.0"

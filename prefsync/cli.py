@@ -34,7 +34,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 def _build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="prefsync",
-        description="Sync CRM customer preferences into Redis and apply them at the POS.",
+        description="Sync CRM customer preferences to Redis and apply them at the POS.",
     )
     parser.add_argument(
         "--log-level", default=None, help="debug, info, warning or error (default info)"

@@ -1,4 +1,6 @@
-"""Avro events in the Confluent wire format: magic byte 0, 4-byte big-endian schema id, body.
+"""Avro events in the Confluent wire format.
+
+A frame is the magic byte 0, a 4-byte big-endian schema id, then the Avro body.
 
 Schema ids resolve through a local catalogue, ``schemas/registry.json``, which maps each
 id to an ``.avsc`` file. When ``PREFSYNC_SCHEMA_REGISTRY_URL`` is set, ids missing from
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import fastavro
+import httpx
 from fastavro.types import Schema
 
 from prefsync.domain.cards import forbidden_card_fields
@@ -91,23 +94,21 @@ class SchemaCatalog:
         """Return ``(record name, parsed schema)`` for an id.
 
         Raises:
-            DecodeError: the id is unknown locally and no registry knows it.
+            DecodeError: the id is not in the local catalogue nor in the registry.
         """
         entry = self._by_id.get(schema_id)
         if entry is not None:
             return entry
         if self._registry_url is None:
             raise DecodeError(
-                f"unknown schema id {schema_id}: add it to schemas/registry.json or set "
-                "PREFSYNC_SCHEMA_REGISTRY_URL",
+                f"unknown schema id {schema_id}: add it to schemas/registry.json "
+                "or set PREFSYNC_SCHEMA_REGISTRY_URL",
                 error_class="unknown_schema_id",
                 schema_id=schema_id,
             )
         return self._fetch(schema_id)
 
     def _fetch(self, schema_id: int) -> tuple[str, Schema]:
-        import httpx
-
         try:
             response = httpx.get(
                 f"{self._registry_url}/schemas/ids/{schema_id}", timeout=5
@@ -120,7 +121,7 @@ class SchemaCatalog:
             ) from exc
         if response.status_code != 200:
             raise DecodeError(
-                f"unknown schema id {schema_id}: the schema registry answered "
+                f"unknown schema id {schema_id}: the schema registry returned "
                 f"HTTP {response.status_code}",
                 error_class="unknown_schema_id",
                 schema_id=schema_id,
@@ -138,7 +139,7 @@ class WireCodec:
     def encode(
         self, record_name: str, record: dict[str, Any], schema_id: int | None = None
     ) -> bytes:
-        """Frame ``record`` with the newest schema of ``record_name`` (or ``schema_id``)."""
+        """Frame ``record`` with ``schema_id`` or the newest schema of its name."""
         if schema_id is None:
             schema_id = self.catalog.latest_id[record_name]
         _, schema = self.catalog.get(schema_id)

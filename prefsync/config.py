@@ -1,4 +1,4 @@
-"""Settings read from ``PREFSYNC_*`` environment variables, with defaults for the local stack.
+"""Settings from ``PREFSYNC_*`` environment variables, defaulting to the local stack.
 
 Secrets (encryption keys) are not settings: they come from :mod:`prefsync.crypto`'s key
 sources, so printing a Settings object never reveals one.
@@ -90,11 +90,11 @@ class Settings:
 
     @property
     def key_path(self) -> Path:
-        """Return the key file: ``key_file`` if set, else ``keys.json`` in the stack folder."""
+        """Return ``key_file`` if set, else ``keys.json`` in the stack folder."""
         return self.key_file or self.stack_dir / "keys.json"
 
     def redacted(self) -> dict[str, Any]:
-        """Return the settings as a dict that is safe to log (no credentials in URLs)."""
+        """Return the settings as a dict that is safe to log (no URL credentials)."""
         data = asdict(self)
         data["redis_url"] = _strip_password(self.redis_url)
         data["key_file"] = str(self.key_path)
@@ -119,7 +119,8 @@ def _parse(name: str, raw: str, type_name: Any) -> Any:
             return raw or None
     except ValueError as exc:
         raise ConfigError(
-            f"invalid value {raw!r} for {ENV_PREFIX}{name.upper()}: expected {type_text}"
+            f"invalid value {raw!r} for {ENV_PREFIX}{name.upper()}: "
+            f"expected {type_text}"
         ) from exc
     return raw
 

@@ -1,4 +1,4 @@
-"""The exception tree. Every error prefsync raises on purpose derives from PrefsyncError."""
+"""The exception tree: every error prefsync raises on purpose is a PrefsyncError."""
 
 from __future__ import annotations
 
@@ -40,11 +40,11 @@ class DecodeError(PrefsyncError):
 
 
 class ValidationError(DecodeError):
-    """An event decoded but breaks a rule of the domain (a negative balance, a card number)."""
+    """An event decoded but breaks a domain rule (a negative balance, a card number)."""
 
 
 class DecryptError(PrefsyncError):
-    """A stored value failed authentication: tampered, moved to another key, or an unknown key."""
+    """A stored value failed authentication: tampered, moved or under an unknown key."""
 
 
 class StoreUnavailable(PrefsyncError):

@@ -55,7 +55,7 @@ _DIGIT_RUN = re.compile(rb"[0-9][0-9 -]{11,}[0-9]")
 
 
 def redact_digits(payload: bytes) -> bytes:
-    """Return ``payload`` with every long digit run masked by ``*`` of equal length."""
+    """Return ``payload`` with each digit of every long digit run replaced by ``*``."""
     return _DIGIT_RUN.sub(lambda m: re.sub(rb"[0-9]", b"*", m.group()), payload)
 
 

@@ -1,4 +1,4 @@
-"""Shared fixtures: the real Kafka and Redis, with fresh topics, group and keys per test.
+"""Shared fixtures: the real Kafka and Redis, fresh topics, group and keys per test.
 
 The tests use the stack named by ``PREFSYNC_KAFKA_BOOTSTRAP`` and ``PREFSYNC_REDIS_URL``
 (the local stack's defaults). When it is not answering, a Docker engine, if present,
@@ -79,7 +79,7 @@ def stack_settings() -> Iterator[Settings]:
 
 @pytest.fixture
 def settings(stack_settings: Settings, tmp_path: Path) -> Settings:
-    """Settings with topics and a consumer group of this test only, and its own key file."""
+    """Settings with this test's own topics, consumer group and key file."""
     prefix = f"t{uuid.uuid4().hex[:10]}."
     topics = TopicNames(
         **{

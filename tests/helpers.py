@@ -1,4 +1,4 @@
-"""Helpers shared by integration tests: subprocess environments, producing, consuming."""
+"""Helpers for integration tests: subprocess environments, producing, consuming."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from confluent_kafka import Consumer, Message, Producer
 from prefsync.codec import SchemaCatalog, WireCodec
 from prefsync.config import Settings, TopicNames
 from prefsync.domain.events import LOYALTY_RECORD, PROFILE_RECORD
-from worker.main import build_worker
 from worker.loop import WorkerStats
+from worker.main import build_worker
 
 CODEC = WireCodec(SchemaCatalog())
 
@@ -91,7 +91,7 @@ def run_worker(settings: Settings, idle_exit_s: float = 3.0) -> WorkerStats:
 def consume_all(
     settings: Settings, topic: str, expected: int, timeout_s: float = 30
 ) -> list[Message]:
-    """Read ``expected`` messages from ``topic`` from the beginning, or fail on timeout."""
+    """Read ``expected`` messages from the start of ``topic`` within ``timeout_s``."""
     consumer = Consumer(
         {
             "bootstrap.servers": settings.kafka_bootstrap,

@@ -1,4 +1,4 @@
-"""The ingest worker: CRM and terminal events from Kafka into encrypted Redis snapshots."""
+"""The ingest worker: CRM and terminal events into encrypted Redis snapshots."""
 
 from worker.loop import Worker, WorkerStats
 

@@ -11,8 +11,8 @@ The commit path of one batch, in order:
 5. Wait until the dead-letter topic acknowledged every rejected message.
 6. Commit the offsets after the last message of each partition.
 
-Committing before step 4 or 5 could lose events if the process died in between;
-committing after is at-least-once, and the merge makes redelivered events harmless.
+Committing before step 4 or 5 could lose events if the process died in between.
+Committing after is at-least-once, and the merge makes redelivered events harmless.
 """
 
 from __future__ import annotations
@@ -61,13 +61,20 @@ class WorkerStats:
     redis_retries: int = 0
     batches: int = 0
     started_at: float = field(default_factory=time.monotonic)
+    first_batch_at: float | None = None
+    last_batch_at: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        """Return the counters and the mean events per second since start."""
+        """Return the counters, the time since start, and the events per second from
+        the first batch to the end of the last, which leaves out the group join."""
         data = asdict(self)
-        elapsed = time.monotonic() - data.pop("started_at")
-        data["elapsed_s"] = round(elapsed, 3)
-        data["events_per_s"] = round(self.consumed / elapsed, 1) if elapsed else 0.0
+        for name in ("started_at", "first_batch_at", "last_batch_at"):
+            data.pop(name)
+        data["elapsed_s"] = round(time.monotonic() - self.started_at, 3)
+        busy_s = 0.0
+        if self.first_batch_at is not None and self.last_batch_at is not None:
+            busy_s = self.last_batch_at - self.first_batch_at
+        data["events_per_s"] = round(self.consumed / busy_s, 1) if busy_s else 0.0
         return data
 
 
@@ -152,6 +159,8 @@ class Worker:
 
     def process(self, messages: list[Message]) -> None:
         """Apply one batch and commit its offsets (steps 1 to 6 of the module doc)."""
+        if self.stats.first_batch_at is None:
+            self.stats.first_batch_at = time.monotonic()
         batch = self._decode(messages)
         if batch.changes:
             self._write_with_retry(batch)
@@ -160,6 +169,7 @@ class Worker:
         if offsets:
             self.consumer.commit(offsets=offsets, asynchronous=False)
         self.stats.batches += 1
+        self.stats.last_batch_at = time.monotonic()
 
     def caught_up(self) -> bool:
         """Return True when every assigned partition has reported its end since its

@@ -1,1 +1,1 @@
-"""Pure domain logic: events, the snapshot merge and the preference view. No Kafka, no Redis."""
+"""Pure domain logic: events, the merge and the preference view. No Kafka, no Redis."""

@@ -1,4 +1,4 @@
-"""Compact binary encoding of a snapshot (MessagePack), the plaintext that gets encrypted.
+"""Compact MessagePack encoding of a snapshot: the plaintext that gets encrypted.
 
 Layout: ``[format, customer_id, erased, stamps, scalars, maps]``. Stamps are stored
 once in a table and fields refer to them by index, because one event usually sets
@@ -60,8 +60,8 @@ def decode_snapshot(data: bytes) -> Snapshot:
     if not isinstance(body, list) or body[0] != FORMAT:
         raise ValueError("unknown snapshot format")
     _, customer_id, erased, stamp_list, scalars, maps = body
-    stamps: list[Stamp] = [tuple(s) for s in stamp_list]  # type: ignore[misc]
-    snapshot = Snapshot(customer_id, None if erased is None else tuple(erased))  # type: ignore[arg-type]
+    stamps: list[Stamp] = [tuple(s) for s in stamp_list]
+    snapshot = Snapshot(customer_id, None if erased is None else tuple(erased))
     snapshot.scalars = {
         SCALAR_FIELDS[field_id]: (stamps[index], value)
         for field_id, (index, value) in scalars.items()

@@ -1,4 +1,4 @@
-"""The preference view: a snapshot as a terminal and the simulator's expectations see it.
+"""The preference view: a snapshot as terminals and the simulator's expectations see it.
 
 The view contains only visible values, in a canonical order, so two views compare
 equal exactly when the customer's effective preferences are the same.

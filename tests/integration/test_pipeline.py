@@ -61,7 +61,7 @@ def test_stream_matches_expected(settings: Settings, store: SnapshotStore) -> No
 
 
 def test_kill_nine_loses_nothing(settings: Settings, store: SnapshotStore) -> None:
-    """A worker killed with SIGKILL mid-stream, restarted several times, loses nothing."""
+    """A worker killed with SIGKILL mid-stream and restarted loses nothing."""
     settings = settings.__class__(**{**settings.__dict__, "batch_max_messages": 100})
     simulator = CrmSimulator(customers=3_000, seed=5)
     publish(settings, simulator, progress=False)

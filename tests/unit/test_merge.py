@@ -1,4 +1,4 @@
-"""Property tests of the snapshot merge: order, duplicates and batching do not matter."""
+"""Property tests of the merge: order, duplicates and batching do not matter."""
 
 from __future__ import annotations
 
@@ -83,7 +83,7 @@ def test_fold_ignores_duplicates(events: list[Change], rng: random.Random) -> No
 @settings(max_examples=300, deadline=None)
 @given(event_lists, st.lists(st.integers(0, 25), max_size=5))
 def test_fold_ignores_batch_split(events: list[Change], cuts: list[int]) -> None:
-    """Splitting the stream into batches, with a store round trip between, changes nothing."""
+    """Batches with a store round trip between them fold like one batch."""
     assert _fold_in_batches(events, cuts) == fold(CUSTOMER, events)
 
 
