@@ -5,8 +5,8 @@ store's check-and-set, then the new sealed value goes to the snapshot topic so a
 rebuild keeps the result. Customers inactive past the retention period are erased
 (see :mod:`prefsync.erasure`). Allergies are only flagged. The report names
 customers by pseudonym and leaves out dietary and allergy codes, which are health
-and religious data; it goes to the audit topic, one summary message and one message
-per changed customer, unless the run is a dry run.
+and religious data. Unless the run is a dry run, it goes to the audit topic as one
+summary message and one message per changed customer.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ _HIDDEN_ENTRIES = frozenset({"dietary", "allergies"})
 
 @dataclass
 class AuditReport:
-    """What one audit run found and changed."""
+    """The findings and changes of one audit run."""
 
     run_id: str
     started_at_ms: int

@@ -109,7 +109,7 @@ class KeyEncryptionProvider(Protocol):
 
 
 class KeySource(Protocol):
-    """Where key material comes from: a file, the environment, or a command."""
+    """A source of key material: a file, the environment, or a command."""
 
     def read(self) -> Mapping[str, Any]:
         """Return the key document (see :meth:`Keyring.from_mapping`)."""

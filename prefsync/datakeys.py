@@ -18,7 +18,7 @@ Record layout (bytes)::
 
 ``epoch`` is a hash of the customer's erasure floor: a snapshot whose floor differs
 from its data key's epoch gets a new data key. ``born generation`` is the snapshot
-generation the key was created for; each stored write increments the generation and
+generation the key was created for. Each stored write increments the generation and
 is one encryption, so ``generation - born`` counts the key's encryptions.
 """
 
@@ -31,7 +31,6 @@ import struct
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,7 +54,6 @@ __all__ = [
     "data_key_key",
     "epoch_of",
     "journal_key",
-    "live_records",
     "new_data_key",
     "parse_data_key",
     "read_compacted",
@@ -320,14 +318,3 @@ def _consume_until(
                 latest[key] = value
             if message.offset() + 1 >= pending.get(message.partition(), 0):
                 pending.pop(message.partition(), None)
-
-
-def live_records(
-    records: Iterable[tuple[bytes, bytes]],
-) -> dict[str, dict[bytes, bytes]]:
-    """Group ``prefsync.keys`` entries by customer id: ``{cid: {dek id: record}}``."""
-    grouped: dict[str, dict[bytes, bytes]] = {}
-    for key, record in records:
-        customer_id, _, dek_hex = key.decode().rpartition("/")
-        grouped.setdefault(customer_id, {})[bytes.fromhex(dek_hex)] = record
-    return grouped

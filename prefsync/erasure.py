@@ -11,8 +11,8 @@ It then publishes:
 
 - the floor-only value to the snapshot topic, so a rebuild restores the floor and not
   the customer;
-- an ``ERASE`` event with the same stamp to the profile topic, so the CRM sees the
-  erasure and the worker's merge of it is a no-op;
+- an ``ERASE`` event with the same stamp to the profile topic, so the CRM receives
+  the erasure and the worker's merge of it is a no-op;
 - the audit record (pseudonymous id, time, actor) to the erasures topic, through the
   store's key journal.
 """
@@ -39,7 +39,7 @@ from prefsync.domain.snapshot import Change, Snapshot, Stamp, apply_change
 from prefsync.errors import ConfigError, ErasureError, StoreUnavailable
 from prefsync.store import SnapshotStore
 
-__all__ = ["ErasureResult", "erase_customer", "erase_customers"]
+__all__ = ["ErasureResult", "erase_customer"]
 
 log = structlog.get_logger()
 
@@ -50,7 +50,7 @@ RETIRE_ID_VERSION = 2**63 - 1
 
 @dataclass(frozen=True)
 class ErasureResult:
-    """What an erasure did. ``pseudonym`` identifies the customer in audit records."""
+    """The outcome of one erasure. ``pseudonym`` names the customer in audit records."""
 
     pseudonym: str | None
     floor: Stamp
@@ -127,21 +127,6 @@ def erase_customer(
     pseudonym = _pseudonym(store, customer_id)
     log.info("erasure.done", pseudonym=pseudonym, had_data=had_data)
     return ErasureResult(pseudonym, floor, event_id, had_data, deleted)
-
-
-def erase_customers(
-    settings: Settings,
-    store: SnapshotStore,
-    producer: Producer,
-    customer_ids: list[str],
-    *,
-    requested_by: str,
-) -> list[ErasureResult]:
-    """Erase several customers one by one (used by the retention audit)."""
-    return [
-        erase_customer(settings, store, producer, cid, requested_by=requested_by)
-        for cid in customer_ids
-    ]
 
 
 def _floor(

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import redis
 import structlog
@@ -82,7 +82,6 @@ class RestoreReport:
     already_present: int = 0
     deleted_without_key: int = 0
     legacy_values: int = 0
-    deleted_ids: list[str] = field(default_factory=list, repr=False)
 
 
 def customer_ids(client: redis.Redis, prefix: str) -> Iterator[str]:

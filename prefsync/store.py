@@ -157,9 +157,9 @@ class SnapshotStore:
     """Read and write encrypted snapshots, many per round trip.
 
     ``journal`` receives every new data key record before Redis does, and the
-    tombstone of every shredded one; without it, data keys live in Redis only (fine
-    for readers and tests, not for the worker). ``actor`` names the writer in
-    erasure audit records.
+    tombstone of every shredded one. Without it, data keys live in Redis only, which
+    suits readers and tests but not the worker. ``actor`` names the writer in erasure
+    audit records.
     """
 
     def __init__(
@@ -235,7 +235,7 @@ class SnapshotStore:
     def write_many(self, writes: list[tuple[Snapshot, int]]) -> list[str]:
         """Write each ``(snapshot, generation read)`` if the generation still matches.
 
-        New data key records go to the journal (acknowledged) before Redis sees them.
+        New data key records reach the journal (acknowledged) before Redis.
         All writes go in one pipelined round trip.
 
         Returns:

@@ -53,7 +53,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     retire.add_argument(
         "--force",
         action="store_true",
-        help="retire even if Redis still holds data keys wrapped under it; those "
+        help="retire even if Redis still contains data keys wrapped under it; those "
         "customers become unreadable",
     )
     reencrypt = actions.add_parser(
@@ -184,8 +184,7 @@ def _restore(args: argparse.Namespace, settings: Settings) -> int:
     report = restore_data_keys(
         settings, build_store(settings), progress=not args.no_progress
     )
-    data = {k: v for k, v in report.__dict__.items() if k != "deleted_ids"}
-    print(json.dumps(data))
+    print(json.dumps(report.__dict__))
     return 0
 
 

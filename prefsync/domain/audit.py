@@ -63,7 +63,9 @@ def _schema_symbols(enum_name: str) -> frozenset[str]:
 
 @dataclass(frozen=True)
 class AuditRules:
-    """What the audit removes or flags. Ages are days since the last confirmation.
+    """The rules by which the audit removes or flags values.
+
+    Ages are days since the last confirmation.
 
     ``max_age_days`` maps a field (``dietary``, ``allergies``, ``special_instructions``,
     ...) to the longest time a value may go unconfirmed; a field not listed never
@@ -184,8 +186,8 @@ def _last_activity(snapshot: Snapshot) -> int | None:
     times = [s[1] for s, v in snapshot.scalars.values() if v is not None]
     for target in snapshot.maps.values():
         times.extend(s[1] for s, v in target.entries.values() if v is not None)
-    for _, value in snapshot.maps.get("payment_methods", _EMPTY).entries.values():
-        if value is not None and value[5] is not None:
+    for _, (_, value) in _visible(snapshot, "payment_methods"):
+        if value[5] is not None:
             times.append(value[5])
     return max(times) if times else None
 
@@ -279,13 +281,6 @@ def _consent_findings(
                 )
             )
     return findings
-
-
-class _Empty:
-    entries: dict[str, tuple[Stamp, Any]] = {}
-
-
-_EMPTY = _Empty()
 
 
 def _visible(snapshot: Snapshot, name: str) -> list[tuple[str, tuple[Stamp, Any]]]:

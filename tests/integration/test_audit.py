@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from confluent_kafka import Producer
@@ -158,8 +159,8 @@ def test_audit_result_in_snapshot_topic(settings: Settings) -> None:
     assert latest[b"A2"] == store.read_raw("A2")
 
 
-def test_cli_dry_run(settings: Settings, tmp_path) -> None:
-    """``prefsync audit --dry-run --report`` prints the summary and writes the report."""
+def test_cli_dry_run(settings: Settings, tmp_path: Path) -> None:
+    """``audit --dry-run --report`` prints the summary and writes the report."""
     _seed(settings)
     report_path = tmp_path / "report.json"
     result = subprocess.run(

@@ -213,7 +213,7 @@ def test_nonce_is_96_random_bits() -> None:
 def test_reload_picks_up_promotion(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A running keyring sees a key added and promoted in its file."""
+    """A running keyring loads a key added and promoted in its file."""
     monkeypatch.setattr(crypto, "RELOAD_INTERVAL_S", 0.0)
     path = tmp_path / "keys.json"
     generate_key_file(path)
