@@ -69,7 +69,7 @@ def _is_card_number(candidate: str) -> bool:
 
 
 def _card_spans(text: str) -> list[tuple[int, int]]:
-    spans = []
+    spans: list[tuple[int, int]] = []
     position = 0
     while True:
         match = _CANDIDATE.search(text, position)

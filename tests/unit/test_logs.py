@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 import structlog
 
 from prefsync.logs import configure_logging
 
 SECRET_LOCAL = "canary-local-variable-4471"
+
+
+@pytest.fixture(autouse=True)
+def _restore_structlog() -> Iterator[None]:
+    """Keep these tests' captured streams out of loggers that later tests use."""
+    yield
+    structlog.reset_defaults()
+
+
+def _configure(json_output: bool) -> None:
+    configure_logging(json_output=json_output)
+    # A logger cached now would keep writing to this test's captured stream.
+    structlog.configure(cache_logger_on_first_use=False)
 
 
 def _fail() -> None:
@@ -20,7 +35,7 @@ def test_traceback_has_no_locals(
     json_output: bool, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """An exception logged in either mode does not show local variables."""
-    configure_logging(json_output=json_output)
+    _configure(json_output)
     try:
         _fail()
     except ValueError:
@@ -35,7 +50,7 @@ def test_card_data_redacted(
     json_output: bool, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Card numbers and CVVs in any field, nested or in an exception, are masked."""
-    configure_logging(json_output=json_output)
+    _configure(json_output)
     try:
         raise ValueError("bad value 4111 1111 1111 1111")
     except ValueError:
