@@ -1,10 +1,10 @@
 """Canary values (an allergy note, a payment token, key bytes) leak nowhere.
 
-The test plants canaries through the whole pipeline on a private redis-server, then
-scans every place data may end up: log output of the commands, metrics and worker
-counters, every Kafka topic prefsync writes (dead letters, snapshots, data keys, audit
-and erasure records, applied-preference events when produced), and Redis itself
-through ``redis-cli --rdb`` and ``DUMP`` of every key.
+The test plants canaries through the whole pipeline on a private redis-server. It
+then scans every place data may end up: log output of the commands, metrics and
+worker counters, and every Kafka topic prefsync writes (dead letters, snapshots, data
+keys, audit and erasure records, applied-preference events when produced). It also
+scans Redis itself through ``redis-cli --rdb`` and ``DUMP`` of every key.
 """
 
 from __future__ import annotations

@@ -197,7 +197,7 @@ def test_data_keys_journaled(settings: Settings) -> None:
 
 
 def test_cache_bounded(settings: Settings) -> None:
-    """The unwrapped data key cache never holds more than its bound."""
+    """The unwrapped data key cache never contains more entries than its bound."""
     store = dataclasses.replace(settings, data_key_cache_entries=4)
     built = build_store(store)
     for index in range(10):
