@@ -78,11 +78,12 @@ _RECORD_ID_EPOCH_BYTES = 1 + DEK_ID_BYTES + 8
 
 # KEYS[1] = snapshot key, KEYS[2] = data key record key.
 # ARGV[1] = expected generation bytes ("" when the value must be absent);
-# ARGV[2] = new value; ARGV[3] = id of the data key the value is sealed with;
-# ARGV[4] = new data key record ("" to keep the current one);
-# ARGV[5] = id of the record ARGV[4] replaces ("" when none may exist).
+# ARGV[2] = new value, whose bytes 10-17 are the id of the data key it is sealed with.
+# Creating a key also passes ARGV[3] = the new data key record and ARGV[4] = the id
+# of the record it replaces ("" when none may exist).
 # Returns 1 when written, 0 when the generation or the data key changed meanwhile.
-_CHECK_AND_SET = """
+# Two scripts, so the common case (the key exists) sends two arguments only.
+_CHECK_PREFIX = """
 local current = redis.call('GET', KEYS[1])
 if current then
   if string.sub(current, 2, 9) ~= ARGV[1] then return 0 end
@@ -92,15 +93,24 @@ end
 local record = redis.call('GET', KEYS[2])
 local present = ''
 if record then present = string.sub(record, 2, 9) end
-if ARGV[4] ~= '' then
-  if present ~= ARGV[5] then return 0 end
-  redis.call('SET', KEYS[2], ARGV[4])
-elseif present ~= ARGV[3] then
-  return 0
-end
+"""
+_CHECK_AND_SET = (
+    _CHECK_PREFIX
+    + """
+if present ~= string.sub(ARGV[2], 10, 17) then return 0 end
 redis.call('SET', KEYS[1], ARGV[2])
 return 1
 """
+)
+_CHECK_AND_CREATE = (
+    _CHECK_PREFIX
+    + """
+if present ~= ARGV[4] then return 0 end
+redis.call('SET', KEYS[2], ARGV[3])
+redis.call('SET', KEYS[1], ARGV[2])
+return 1
+"""
+)
 
 # KEYS as above. ARGV[1] = value expected ("" for none), ARGV[2] = data key record
 # expected ("" for none). Deletes both when neither changed; returns 1, else 0.
@@ -183,6 +193,7 @@ class SnapshotStore:
         self.audit_context: dict[str, object] = {}
         self._proposed: dict[str, tuple[DataKey, DataKey | None]] = {}
         self._check_and_set = client.register_script(_CHECK_AND_SET)
+        self._check_and_create = client.register_script(_CHECK_AND_CREATE)
         self._delete_if_unchanged = client.register_script(_DELETE_IF_UNCHANGED)
 
     def read_many(self, customer_ids: Iterable[str]) -> dict[str, Stored]:
@@ -290,16 +301,15 @@ class SnapshotStore:
             for (snapshot, generation), value in zip(writes, values, strict=True):
                 customer_id = snapshot.customer_id
                 expected = b"" if generation == 0 else _GENERATION.pack(generation)
+                keys = [snapshot_key(customer_id), data_key_key(customer_id)]
                 new = created.get(customer_id, (None, None))[0]
-                self._check_and_set(
-                    keys=[snapshot_key(customer_id), data_key_key(customer_id)],
-                    args=[
-                        expected,
-                        value,
-                        value[_HEADER_BYTES:_V2_HEADER_BYTES],
-                        b"" if new is None else new.record,
-                        self._present.get(customer_id, b"")[1 : 1 + DEK_ID_BYTES],
-                    ],
+                if new is None:
+                    self._check_and_set(keys=keys, args=[expected, value], client=pipe)
+                    continue
+                replaced_id = self._present.get(customer_id, b"")[1 : 1 + DEK_ID_BYTES]
+                self._check_and_create(
+                    keys=keys,
+                    args=[expected, value, new.record, replaced_id],
                     client=pipe,
                 )
             for key_id, count in usage.items():
@@ -450,9 +460,10 @@ class SnapshotStore:
     def _data_key_for_read(
         self, customer_id: str, dek_id: bytes, record: bytes | None
     ) -> DataKey:
-        cached = self.data_keys.get(customer_id)
-        if cached is not None and cached.dek_id == dek_id:
-            return cached
+        if record is not None and record_dek_id(record) == dek_id:
+            cached = self.data_keys.get(customer_id)
+            if cached is not None and cached.dek_id == dek_id:
+                return cached
         if record is None:
             raise DecryptError(
                 "data key missing: the customer was erased (crypto-shredded), or the "

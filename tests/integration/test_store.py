@@ -212,3 +212,19 @@ def test_legacy_value_readable(store: SnapshotStore) -> None:
     envelope = store.keyring.encrypt("S1", encode_snapshot(snapshot))
     store.client.set(snapshot_key("S1"), b"\x01" + (1).to_bytes(8, "big") + envelope)
     assert store.read("S1") == snapshot
+
+
+def test_stale_copy_fails_with_warm_cache(store: SnapshotStore) -> None:
+    """A pre-erasure copy fails even in a process that still caches its old key."""
+    snapshot = _snapshot("S1")
+    _write(store, snapshot)
+    old_value = store.client.get(snapshot_key("S1"))
+    assert store.read("S1") == snapshot
+    other = SnapshotStore(store.client, store.keyring)
+    stored = other.read_many(["S1"])["S1"]
+    erase = Change("S1", (9, 9, 9, 0), erase=True)
+    apply_change(stored.snapshot, erase)
+    assert other.write_many([(stored.snapshot, stored.generation)]) == []
+    store.client.set(snapshot_key("S1"), old_value)
+    with pytest.raises(DecryptError, match="data key mismatch"):
+        store.read("S1")
