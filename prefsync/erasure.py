@@ -15,6 +15,9 @@ It then publishes:
   the erasure and the worker's merge of it is a no-op;
 - the audit record (pseudonymous id, time, actor) to the erasures topic, through the
   store's key journal.
+
+It also deletes the customer's checkout ledger records (``txn:{<id>}:*``), which the
+terminal API encrypts under the keyring directly, so shredding would not reach them.
 """
 
 from __future__ import annotations
@@ -24,9 +27,11 @@ import time
 import uuid
 from dataclasses import dataclass
 
+import redis
 import structlog
 from confluent_kafka import Producer
 
+from prefsync.api.ledger import PENDING_INDEX, record_key
 from prefsync.codec import SchemaCatalog, WireCodec
 from prefsync.config import Settings
 from prefsync.domain.events import (
@@ -57,6 +62,7 @@ class ErasureResult:
     event_id: str
     had_data: bool
     unreadable_value_deleted: bool
+    ledger_records_deleted: int = 0
 
 
 def erase_customer(
@@ -116,6 +122,7 @@ def erase_customer(
             f"erasure lost {MAX_ATTEMPTS} write races in a row; run it again"
         )
     assert floor is not None
+    ledger_deleted = _delete_ledger(store, customer_id)
     _publish(
         settings,
         store,
@@ -125,8 +132,13 @@ def erase_customer(
         event_id=event_id,
     )
     pseudonym = _pseudonym(store, customer_id)
-    log.info("erasure.done", pseudonym=pseudonym, had_data=had_data)
-    return ErasureResult(pseudonym, floor, event_id, had_data, deleted)
+    log.info(
+        "erasure.done",
+        pseudonym=pseudonym,
+        had_data=had_data,
+        ledger_records_deleted=ledger_deleted,
+    )
+    return ErasureResult(pseudonym, floor, event_id, had_data, deleted, ledger_deleted)
 
 
 def _floor(
@@ -171,6 +183,22 @@ def _publish(
             f"{remaining} erasure messages were not acknowledged by Kafka; the data "
             "key is already shredded, run the erasure again to publish them"
         )
+
+
+def _delete_ledger(store: SnapshotStore, customer_id: str) -> int:
+    """Delete the customer's checkout ledger records and their pending entries."""
+    pattern = record_key(customer_id, "*")
+    try:
+        keys = list(store.client.scan_iter(match=pattern, count=1000))
+        if not keys:
+            return 0
+        store.client.zrem(PENDING_INDEX, *keys)
+        return int(store.client.delete(*keys))
+    except redis.RedisError as exc:
+        raise StoreUnavailable(
+            f"deleting ledger records failed: {type(exc).__name__}; run the erasure "
+            "again"
+        ) from exc
 
 
 def _pseudonym(store: SnapshotStore, customer_id: str) -> str | None:

@@ -4,7 +4,8 @@ Roles (see docs/privacy.md):
 
 - ``prefsync-worker``: reads and writes snapshots and data keys through the Lua
   check-and-set, and increments the key usage counter;
-- ``prefsync-api``: the terminal API, reads snapshots and data keys only;
+- ``prefsync-api``: the terminal API, reads snapshots and data keys only, and keeps
+  its transaction ledger (``txn:*``, ``txn-pending``) and the defaults write lock;
 - ``prefsync-admin``: erasure, audits, re-encryption and restore, which also scan
   and delete; no administrative or dangerous commands;
 - ``default``: disabled, so a client without credentials can do nothing.
@@ -34,10 +35,14 @@ ROLES: dict[str, str] = {
         f"{_SNAPSHOT_KEYS} ~prefsync:* {_CONNECT} {_SCRIPTS} "
         "+get +mget +set +hincrby +hget +hgetall"
     ),
-    "prefsync-api": f"%R{_SNAPSHOT_KEYS.replace(' ~', ' %R~')} {_CONNECT} +get +mget",
+    "prefsync-api": (
+        f"%R{_SNAPSHOT_KEYS.replace(' ~', ' %R~')} ~txn:* ~txn-pending "
+        f"~defaults:write-lock {_CONNECT} {_SCRIPTS} +get +mget +set +del +hget "
+        "+hgetall +hset +hdel +hkeys +pexpire +zadd +zrem +zrangebyscore"
+    ),
     "prefsync-admin": (
-        f"{_SNAPSHOT_KEYS} ~prefsync:* {_CONNECT} {_SCRIPTS} "
-        "+get +mget +set +del +hincrby +hget +hgetall +scan +type"
+        f"{_SNAPSHOT_KEYS} ~prefsync:* ~txn:* ~txn-pending {_CONNECT} {_SCRIPTS} "
+        "+get +mget +set +del +hincrby +hget +hgetall +scan +type +zrem"
     ),
 }
 

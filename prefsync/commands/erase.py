@@ -64,6 +64,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                     "occurred_at_ms": result.floor[1],
                 },
                 "unreadable_value_deleted": result.unreadable_value_deleted,
+                "ledger_records_deleted": result.ledger_records_deleted,
             }
         )
     )

@@ -9,6 +9,7 @@ import sys
 import pytest
 import redis
 
+from prefsync.api.ledger import PENDING_INDEX, record_key
 from prefsync.config import Settings
 from prefsync.crypto import Keyring
 from prefsync.datakeys import data_key_key, journal_key, read_compacted, record_dek_id
@@ -186,6 +187,23 @@ def test_crm_erase_event_shreds(settings: Settings, keyring: Keyring) -> None:
     assert audit["actor"] == "worker"
     assert audit["pseudonym"] == keyring.pseudonym("E1")
     assert audit["floor"]["crm_version"] == 3
+
+
+def test_erase_deletes_ledger(settings: Settings) -> None:
+    """Erasure deletes the customer's checkout ledger records and pending entries."""
+    _seed(settings)
+    client = redis.Redis.from_url(settings.redis_url)
+    client.hset(record_key("E1", "TX1"), mapping={"state": "applied"})
+    client.hset(record_key("E1", "TX2"), mapping={"state": "pending"})
+    client.zadd(PENDING_INDEX, {record_key("E1", "TX2"): 1})
+    client.hset(record_key("E2", "TX3"), mapping={"state": "applied"})
+
+    output = _erase(settings, "E1")
+
+    assert output["ledger_records_deleted"] == 2
+    assert client.exists(record_key("E1", "TX1")) == 0
+    assert client.zscore(PENDING_INDEX, record_key("E1", "TX2")) is None
+    assert client.exists(record_key("E2", "TX3")) == 1
 
 
 def test_erase_unknown_customer(settings: Settings) -> None:

@@ -113,7 +113,9 @@ def test_api_reads_only(acl_server: RedisServer, keyring: Keyring) -> None:
         ("SET", "pref:{C1}", "x"),
         ("DEL", "pref:{C1}"),
         ("SET", "dek:{C1}", "x"),
-        ("EVAL", "return 1", "0"),
+        ("HSET", "pref:{C1}", "f", "x"),
+        ("GET", "other:key"),
+        ("HSET", "other:key", "f", "x"),
         ("HINCRBY", "prefsync:key-usage", "k1", "1"),
         ("GET", "prefsync:key-usage"),
         ("SCAN", "0"),
@@ -127,6 +129,25 @@ def test_api_denied(acl_server: RedisServer, command: tuple[str, ...]) -> None:
     client = _client(acl_server, "prefsync-api")
     with pytest.raises(redis.exceptions.NoPermissionError):
         client.execute_command(*command)
+
+
+def test_api_script_cannot_write_snapshots(acl_server: RedisServer) -> None:
+    """A Lua script run by the API user cannot write snapshot keys either."""
+    client = _client(acl_server, "prefsync-api")
+    with pytest.raises(
+        redis.exceptions.ResponseError, match="(?i)no permission|noperm"
+    ):
+        client.eval("return redis.call('SET', KEYS[1], 'x')", 1, "pref:{C1}")
+
+
+def test_api_keeps_its_ledger(acl_server: RedisServer) -> None:
+    """The API user writes its transaction ledger and the defaults lock."""
+    client = _client(acl_server, "prefsync-api")
+    assert client.hset("txn:{C1}:t1", mapping={"state": "applied"}) == 1
+    assert client.pexpire("txn:{C1}:t1", 60_000)
+    assert client.zadd("txn-pending", {"txn:{C1}:t1": 1}) == 1
+    assert client.set("defaults:write-lock", "token", nx=True, px=1000)
+    assert client.hgetall("txn:{C1}:t1") == {b"state": b"applied"}
 
 
 def test_admin_scans_and_deletes(acl_server: RedisServer, keyring: Keyring) -> None:
