@@ -27,7 +27,7 @@ from prefsync.domain.events import event_tie
 from prefsync.domain.snapshot import apply_change
 from prefsync.domain.view import mask_token
 from prefsync.erasure import erase_customer
-from prefsync.errors import ConfigError, PrefsyncError, StoreUnavailable
+from prefsync.errors import PrefsyncError, StoreUnavailable
 from prefsync.keyadmin import customer_ids
 from prefsync.store import KEY_PREFIX, SnapshotStore
 
@@ -126,7 +126,7 @@ def _handle(context: _Run, customer_id: str, findings: list[Finding]) -> None:
     report = context.report
     report.customers.append(
         {
-            "pseudonym": _pseudonym(context.store, customer_id),
+            "pseudonym": context.store.pseudonym(customer_id),
             "findings": [_describe(f) for f in findings],
         }
     )
@@ -191,13 +191,6 @@ def _describe(finding: Finding) -> dict[str, Any]:
         "reason": finding.reason,
         "action": finding.action,
     }
-
-
-def _pseudonym(store: SnapshotStore, customer_id: str) -> str | None:
-    try:
-        return store.keyring.pseudonym(customer_id)
-    except ConfigError:
-        return None
 
 
 def _publish_report(

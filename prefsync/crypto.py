@@ -37,7 +37,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes, hmac
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from prefsync.errors import ConfigError, DecryptError, KeyUsageExceeded
@@ -243,7 +242,6 @@ class Keyring:
         keys: list[Key],
         primary: str,
         *,
-        pseudonym_key: bytes | None = None,
         warn_at: int = DEFAULT_WARN_AT,
         hard_limit: int = DEFAULT_HARD_LIMIT,
         source: KeySource | None = None,
@@ -257,7 +255,6 @@ class Keyring:
         }
         self.primary = primary
         self._primary_header = _header(primary)
-        self._pseudonym_key = pseudonym_key
         self.warn_at = warn_at
         self.hard_limit = hard_limit
         self.source = source
@@ -378,24 +375,6 @@ class Keyring:
         """Return the key id recorded in an envelope's header."""
         return envelope[2 : 2 + envelope[1]].decode("ascii", errors="replace")
 
-    def pseudonym(self, customer_id: str) -> str:
-        """Return HMAC-SHA256 of ``customer_id`` under the pseudonym key, as hex.
-
-        Audit records name customers by this value: it identifies the same customer
-        across records without revealing the id to anyone without the key.
-
-        Raises:
-            ConfigError: the key document has no ``pseudonym_key``.
-        """
-        if self._pseudonym_key is None:
-            raise ConfigError(
-                "the keyring has no pseudonym_key: add one with `prefsync keys "
-                "pseudonym-init`"
-            )
-        mac = hmac.HMAC(self._pseudonym_key, hashes.SHA256())
-        mac.update(customer_id.encode())
-        return mac.finalize().hex()
-
     # Usage counting -------------------------------------------------------------
 
     def _count(self, key_id: str) -> None:
@@ -479,7 +458,6 @@ class Keyring:
             self._ciphers = fresh._ciphers
             self.primary = fresh.primary
             self._primary_header = fresh._primary_header
-            self._pseudonym_key = fresh._pseudonym_key or self._pseudonym_key
             self._source_version = version
         log.info("keys.reloaded", primary=self.primary, key_ids=self.key_ids)
         return True
@@ -491,7 +469,7 @@ class Keyring:
         """Build a keyring from a key document.
 
         Accepted shapes: ``{"primary": ID, "keys": {ID: BASE64}}`` and version 2,
-        ``{"version": 2, "primary": ID, "pseudonym_key": BASE64, "keys": {ID:
+        ``{"version": 2, "primary": ID, "keys": {ID:
         {"material": BASE64, "state": "active" | "retired", ...}}}``.
 
         Raises:
@@ -500,19 +478,13 @@ class Keyring:
         try:
             keys = [_parse_key(key_id, entry) for key_id, entry in data["keys"].items()]
             primary = str(data["primary"])
-            pseudonym_raw = data.get("pseudonym_key")
-            pseudonym = (
-                base64.b64decode(pseudonym_raw, validate=True)
-                if pseudonym_raw
-                else None
-            )
         except (KeyError, TypeError, AttributeError, ValueError) as exc:
             raise ConfigError(
                 'invalid key material: expected {"primary": ID, "keys": {ID: '
                 '{"material": BASE64, "state": "active"}}} with 32-byte keys; '
                 "create one with `prefsync keys init`"
             ) from exc
-        return cls(keys, primary, pseudonym_key=pseudonym, source=source, **limits)
+        return cls(keys, primary, source=source, **limits)
 
     @classmethod
     def load(
@@ -575,11 +547,10 @@ def new_key_entry(now_ms: int | None = None) -> dict[str, Any]:
 
 
 def generate_key_file(path: Path, key_id: str = "k1") -> None:
-    """Write a key file (mode 0600) with one random AES-256 key and a pseudonym key."""
+    """Write a key file (mode 0600) with one random AES-256 key."""
     document = {
         "version": KEY_FILE_VERSION,
         "primary": key_id,
-        "pseudonym_key": new_key_material(),
         "keys": {key_id: new_key_entry()},
     }
     path.parent.mkdir(parents=True, exist_ok=True)

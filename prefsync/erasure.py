@@ -41,7 +41,7 @@ from prefsync.domain.events import (
     event_tie,
 )
 from prefsync.domain.snapshot import Change, Snapshot, Stamp, apply_change
-from prefsync.errors import ConfigError, ErasureError, StoreUnavailable
+from prefsync.errors import ErasureError, StoreUnavailable
 from prefsync.store import SnapshotStore
 
 __all__ = ["ErasureResult", "erase_customer"]
@@ -131,7 +131,7 @@ def erase_customer(
         floor=floor,
         event_id=event_id,
     )
-    pseudonym = _pseudonym(store, customer_id)
+    pseudonym = store.pseudonym(customer_id)
     log.info(
         "erasure.done",
         pseudonym=pseudonym,
@@ -199,10 +199,3 @@ def _delete_ledger(store: SnapshotStore, customer_id: str) -> int:
             f"deleting ledger records failed: {type(exc).__name__}; run the erasure "
             "again"
         ) from exc
-
-
-def _pseudonym(store: SnapshotStore, customer_id: str) -> str | None:
-    try:
-        return store.keyring.pseudonym(customer_id)
-    except ConfigError:
-        return None

@@ -33,6 +33,7 @@ import structlog
 from cryptography.exceptions import InvalidTag
 from redis.cluster import RedisCluster
 
+from prefsync.api.pseudonym import Pseudonymizer
 from prefsync.crypto import Keyring
 from prefsync.datakeys import (
     DEK_ID_BYTES,
@@ -49,7 +50,7 @@ from prefsync.datakeys import (
 from prefsync.domain.encoding import decode_snapshot, encode_snapshot
 from prefsync.domain.events import SOURCES
 from prefsync.domain.snapshot import Snapshot
-from prefsync.errors import ConfigError, DecryptError, StoreUnavailable
+from prefsync.errors import DecryptError, StoreUnavailable
 
 __all__ = [
     "KEY_PREFIX",
@@ -169,7 +170,7 @@ class SnapshotStore:
     ``journal`` receives every new data key record before Redis does, and the
     tombstone of every shredded one. Without it, data keys live in Redis only, which
     suits readers and tests but not the worker. ``actor`` names the writer in erasure
-    audit records.
+    audit records, and ``pseudonymizer`` names the customer there.
     """
 
     def __init__(
@@ -180,11 +181,13 @@ class SnapshotStore:
         journal: KeyJournal | None = None,
         cache_entries: int = 100_000,
         actor: str = "worker",
+        pseudonymizer: Pseudonymizer | None = None,
     ):
         self.client = client
         self.keyring = keyring
         self.journal = journal
         self.actor = actor
+        self.pseudonymizer = pseudonymizer
         self.data_keys = DataKeyCache(cache_entries)
         self.data_key_max_encryptions = keyring.hard_limit
         # Header (id and epoch) of the data key record present in Redis at the last
@@ -346,11 +349,9 @@ class SnapshotStore:
     ) -> dict[str, object]:
         """Return the audit record of an erasure: no customer id, name or value."""
         floor = snapshot.erased
-        try:
-            pseudonym: str | None = self.keyring.pseudonym(customer_id)
-        except ConfigError as exc:
-            log.error("erasure.pseudonym_unavailable", error=str(exc))
-            pseudonym = None
+        pseudonym = self.pseudonym(customer_id)
+        if pseudonym is None:
+            log.error("erasure.pseudonym_unavailable", reason="no pseudonym key")
         return {
             **self.audit_context,
             "event": "erasure",
@@ -367,6 +368,15 @@ class SnapshotStore:
             "shredded_data_key": old_id.hex() or None,
             "new_data_key": new.dek_id.hex(),
         }
+
+    def pseudonym(self, customer_id: str) -> str | None:
+        """Return the customer's keyed pseudonym (the one applied events carry).
+
+        Returns None when the store was built without a pseudonymizer.
+        """
+        if self.pseudonymizer is None:
+            return None
+        return self.pseudonymizer.pseudonym(customer_id)
 
     def seal(self, snapshot: Snapshot, generation: int) -> bytes:
         """Return the stored form of ``snapshot`` at ``generation``.

@@ -5,6 +5,7 @@ from __future__ import annotations
 from confluent_kafka import Producer
 
 from consumers.kafka import create_consumer
+from prefsync.api.pseudonym import Pseudonymizer
 from prefsync.codec import SchemaCatalog, WireCodec
 from prefsync.config import Settings
 from prefsync.crypto import Keyring, load_keyring
@@ -27,6 +28,7 @@ def build_store(
         journal=KeyJournal.from_settings(settings),
         cache_entries=settings.data_key_cache_entries,
         actor=actor,
+        pseudonymizer=Pseudonymizer.load(settings.pseudonym_key_path, create=True),
     )
 
 

@@ -19,7 +19,6 @@ from prefsync.crypto import (
     generate_key_file,
     load_keyring,
     new_key_entry,
-    new_key_material,
 )
 from prefsync.errors import ConfigError
 from prefsync.keyadmin import count_wrapped, reencrypt, restore_data_keys
@@ -66,9 +65,6 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "restore", help="restore data keys into Redis from the Kafka key topic"
     )
     restore.add_argument("--no-progress", action="store_true")
-    actions.add_parser(
-        "pseudonym-init", help="add a pseudonym key to a key file that lacks one"
-    )
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -81,7 +77,6 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         "retire": _retire,
         "reencrypt": _reencrypt,
         "restore": _restore,
-        "pseudonym-init": _pseudonym_init,
     }[args.action]
     return handler(args, settings)
 
@@ -151,6 +146,8 @@ def _retire(args: argparse.Namespace, settings: Settings) -> int:
         raise ConfigError(
             f"key {args.key_id!r} is the primary key: promote another key first"
         )
+    # NOTE: only data key records are counted. The checkout ledger encrypts under
+    # keyring keys directly and keeps records for 90 days after the promotion.
     if not args.force:
         client = connect(settings.redis_url, cluster=settings.redis_cluster)
         remaining = count_wrapped(client).get(args.key_id, 0)
@@ -185,15 +182,4 @@ def _restore(args: argparse.Namespace, settings: Settings) -> int:
         settings, build_store(settings), progress=not args.no_progress
     )
     print(json.dumps(report.__dict__))
-    return 0
-
-
-def _pseudonym_init(_args: argparse.Namespace, settings: Settings) -> int:
-    def change(document: dict[str, Any]) -> None:
-        if document.get("pseudonym_key"):
-            raise ConfigError("the key file already has a pseudonym key; left as is")
-        document["pseudonym_key"] = new_key_material()
-
-    edit_key_file(settings.key_path, change)
-    print("added a pseudonym key")
     return 0

@@ -21,6 +21,7 @@ import prometheus_client
 import pytest
 import redis
 
+from prefsync.api.pseudonym import Pseudonymizer
 from prefsync.config import Settings, TopicNames
 from prefsync.datakeys import data_key_key
 from prefsync.domain.events import PROFILE_RECORD
@@ -55,6 +56,7 @@ def private_settings(settings: Settings, tmp_path: Path) -> Iterator[Settings]:
 
 
 def _canaries(settings: Settings) -> dict[str, bytes]:
+    Pseudonymizer.load(settings.pseudonym_key_path, create=True)
     document = json.loads(settings.key_path.read_text())
     material = document["keys"]["k1"]["material"]
     canaries = {
@@ -66,7 +68,7 @@ def _canaries(settings: Settings) -> dict[str, bytes]:
         "key_base64": material.encode(),
         "key_hex": base64.b64decode(material).hex().encode(),
         "key_raw": base64.b64decode(material),
-        "pseudonym_key": document["pseudonym_key"].encode(),
+        "pseudonym_key": settings.pseudonym_key_path.read_bytes().strip(),
     }
     return canaries
 

@@ -10,6 +10,7 @@ import pytest
 import redis
 
 from prefsync.api.ledger import PENDING_INDEX, record_key
+from prefsync.api.pseudonym import Pseudonymizer
 from prefsync.config import Settings
 from prefsync.crypto import Keyring
 from prefsync.datakeys import data_key_key, journal_key, read_compacted, record_dek_id
@@ -27,6 +28,11 @@ from tests.helpers import (
     settings_env,
 )
 from worker.main import build_store
+
+
+def _pseudonym(settings: Settings, customer_id: str) -> str:
+    return Pseudonymizer.load(settings.pseudonym_key_path).pseudonym(customer_id)
+
 
 pytestmark = pytest.mark.integration
 
@@ -74,7 +80,7 @@ def test_erase_shreds_redis_and_keys(settings: Settings, keyring: Keyring) -> No
     output = _erase(settings, "E1")
 
     assert output["had_data"] is True
-    assert output["pseudonym"] == keyring.pseudonym("E1")
+    assert output["pseudonym"] == _pseudonym(settings, "E1")
     store = build_store(settings)
     erased = store.read("E1")
     assert erased is not None
@@ -146,7 +152,7 @@ def test_erase_audit_record_pseudonymous(settings: Settings, keyring: Keyring) -
 
     (record,) = consume_all(settings, settings.topics.erasures, expected=1)
     audit = json.loads(record.value())
-    assert audit["pseudonym"] == keyring.pseudonym("E1")
+    assert audit["pseudonym"] == _pseudonym(settings, "E1")
     assert audit["event"] == "erasure"
     assert audit["requested_by"].startswith("prefsync erase")
     assert b"E1" not in record.value()
@@ -185,7 +191,7 @@ def test_crm_erase_event_shreds(settings: Settings, keyring: Keyring) -> None:
     (record,) = consume_all(settings, settings.topics.erasures, expected=1)
     audit = json.loads(record.value())
     assert audit["actor"] == "worker"
-    assert audit["pseudonym"] == keyring.pseudonym("E1")
+    assert audit["pseudonym"] == _pseudonym(settings, "E1")
     assert audit["floor"]["crm_version"] == 3
 
 

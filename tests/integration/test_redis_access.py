@@ -135,7 +135,7 @@ def test_api_script_cannot_write_snapshots(acl_server: RedisServer) -> None:
     """A Lua script run by the API user cannot write snapshot keys either."""
     client = _client(acl_server, "prefsync-api")
     with pytest.raises(
-        redis.exceptions.ResponseError, match="(?i)no permission|noperm"
+        redis.exceptions.ResponseError, match=r"(?i)no permission|noperm"
     ):
         client.eval("return redis.call('SET', KEYS[1], 'x')", 1, "pref:{C1}")
 

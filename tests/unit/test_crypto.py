@@ -109,7 +109,6 @@ def _document(**keys: dict) -> dict:
     return {
         "version": 2,
         "primary": next(iter(keys)),
-        "pseudonym_key": base64.b64encode(os.urandom(32)).decode(),
         "keys": keys,
     }
 
@@ -264,25 +263,13 @@ def test_command_failure_explained() -> None:
         Keyring.load(None, environ={"PREFSYNC_KEY_COMMAND": "false"})
 
 
-def test_pseudonym_stable_and_keyed(tmp_path: Path) -> None:
-    """Pseudonyms are stable per key file and differ between key files."""
-    first, second = tmp_path / "a.json", tmp_path / "b.json"
-    generate_key_file(first)
-    generate_key_file(second)
-    ring = Keyring.load(first, environ={})
-    assert ring.pseudonym("C1") == Keyring.load(first, environ={}).pseudonym("C1")
-    assert ring.pseudonym("C1") != ring.pseudonym("C2")
-    assert ring.pseudonym("C1") != Keyring.load(second, environ={}).pseudonym("C1")
-    assert "C1" not in ring.pseudonym("C1")
-
-
 def test_legacy_key_file_loads(tmp_path: Path) -> None:
     """A version 1 key file ({id: base64}) still loads and upgrades on edit."""
     path = tmp_path / "keys.json"
     material = base64.b64encode(os.urandom(32)).decode()
     path.write_text(json.dumps({"primary": "k1", "keys": {"k1": material}}))
     assert Keyring.load(path, environ={}).primary == "k1"
-    edit_key_file(path, lambda d: d.update(pseudonym_key=crypto.new_key_material()))
+    edit_key_file(path, lambda d: d["keys"].update(k2=crypto.new_key_entry()))
     document = json.loads(path.read_text())
     assert document["version"] == 2
     assert document["keys"]["k1"]["material"] == material
@@ -296,4 +283,3 @@ def test_key_file_printing_hides_material(tmp_path: Path) -> None:
     ring = Keyring.load(path, environ={})
     printed = repr(ring) + repr(ring.keys) + repr(ring.source)
     assert document["keys"]["k1"]["material"] not in printed
-    assert document["pseudonym_key"] not in printed
