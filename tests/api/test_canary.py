@@ -1,7 +1,7 @@
 """Canary values stay out of everything the terminal API writes or returns unmasked.
 
-The companion pipeline test is tests/integration/test_canary.py; this one drives
-checkouts through the API for a customer whose allergy note and payment token are
+The companion pipeline test is tests/integration/test_canary.py. This one drives a
+checkout through the API for a customer whose allergy note and payment token are
 canaries, then scans the applied-preference events and the API's Redis records.
 """
 
