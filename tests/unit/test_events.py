@@ -56,6 +56,34 @@ def _card(**fields: object) -> dict[str, object]:
         (PROFILE_RECORD, {"special_instructions": "x" * 501}, "text_too_long"),
         (
             PROFILE_RECORD,
+            {"special_instructions": "card cvv 123 on file"},
+            "card_cvv_in_text",
+        ),
+        (
+            PROFILE_RECORD,
+            {
+                "seating": {
+                    "area": "BOOTH",
+                    "accessible": False,
+                    "party_size": 2,
+                    "note": "security code: 4321",
+                }
+            },
+            "card_cvv_in_text",
+        ),
+        (PROFILE_RECORD, {"payment_methods": [_card(exp_year=123)]}, "invalid_expiry"),
+        (
+            PROFILE_RECORD,
+            {"payment_methods": [_card(token="123")]},
+            "card_number_in_token",
+        ),
+        (
+            PROFILE_RECORD,
+            {"payment_methods": [_card(token="tok_4111111111111111")]},
+            "card_number_in_token",
+        ),
+        (
+            PROFILE_RECORD,
             {
                 "allergies": [
                     {
@@ -84,6 +112,13 @@ def test_error_message_omits_value() -> None:
     with pytest.raises(ValidationError) as caught:
         to_change(PROFILE_RECORD, {**BASE, "special_instructions": "4111111111111111"})
     assert "4111" not in str(caught.value)
+
+
+def test_cvv_message_omits_value() -> None:
+    """A rejected CVV is not repeated in the error message."""
+    with pytest.raises(ValidationError) as caught:
+        to_change(PROFILE_RECORD, {**BASE, "display_name": "Ann cvv 987"})
+    assert "987" not in str(caught.value)
 
 
 def test_erase_event() -> None:
@@ -141,3 +176,25 @@ def test_ordinary_ids_pass(text: str) -> None:
 def test_redaction() -> None:
     """Redaction replaces the number and keeps the rest of the text."""
     assert redact_card_numbers("a 4111111111111111 b") == "a [REDACTED-PAN] b"
+
+
+@pytest.mark.parametrize(
+    ("record_name", "fields", "error_class"),
+    [
+        (LOYALTY_RECORD, {"tier_expires_on": 2**31 - 1}, "invalid_date"),
+        (LOYALTY_RECORD, {"tier_expires_on": -1_000_000}, "invalid_date"),
+        (PROFILE_RECORD, {"occurred_at": -1}, "negative_timestamp"),
+        (
+            PROFILE_RECORD,
+            {"seating": {"area": "BOOTH", "accessible": False, "party_size": -5}},
+            "invalid_party_size",
+        ),
+    ],
+)
+def test_out_of_range_values(
+    record_name: str, fields: dict[str, object], error_class: str
+) -> None:
+    """Dates, timestamps and party sizes outside their ranges are rejected."""
+    with pytest.raises(ValidationError) as caught:
+        to_change(record_name, {**BASE, **fields})
+    assert caught.value.error_class == error_class
