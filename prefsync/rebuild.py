@@ -47,7 +47,7 @@ from prefsync.datakeys import data_key_key, journal_key, read_compacted
 from prefsync.domain.join import join
 from prefsync.domain.snapshot import Snapshot
 from prefsync.errors import PrefsyncError, StackError, StoreUnavailable
-from prefsync.store import SnapshotStore, value_dek_id
+from prefsync.store import SnapshotStore, Stored, value_dek_id
 from worker.main import build_store
 
 __all__ = ["RebuildStats", "configure_parser", "rebuild", "run"]
@@ -268,9 +268,9 @@ def _join_chunk(
             continue
         items.append((key.decode(errors="replace"), value, message))
     items = _restore_data_keys(store, items, journaled, stats)
-    opened = store.unseal_many(
-        [(customer_id, value) for customer_id, value, _ in items]
-    )
+    opened = [
+        _open(store, customer_id, value, journaled) for customer_id, value, _ in items
+    ]
     incoming: dict[str, Snapshot] = {}
     for (customer_id, _, message), stored in zip(items, opened, strict=True):
         if stored.snapshot is None:
@@ -299,6 +299,26 @@ def _join_chunk(
         f"{len(pending)} customers still conflicted after {MAX_WRITE_ATTEMPTS} "
         "attempts; a worker is updating them continuously, run the rebuild again"
     )
+
+
+def _open(
+    store: SnapshotStore, customer_id: str, value: bytes, journaled: dict[bytes, bytes]
+) -> Stored:
+    """Decrypt a topic value with its own data key from the key topic.
+
+    Redis may hold another data key for the customer: a Redis restored from a backup
+    taken before an erasure holds the pre-erasure key, while the topic holds the
+    erasure under the new one. Decrypting with the Redis key would fail, and the
+    erasure would not be restored.
+    """
+    dek_id = value_dek_id(value)
+    if dek_id is None:
+        return store.unseal(customer_id, value)
+    record = journaled[journal_key(customer_id, dek_id)]
+    stored = store.unseal_with_record(customer_id, value, record)
+    # The next read of Redis decides which data key the write uses.
+    store.data_keys.drop(customer_id)
+    return stored
 
 
 def _restore_data_keys(

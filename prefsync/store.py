@@ -524,6 +524,15 @@ class SnapshotStore:
             for (customer_id, value), record in zip(items, records, strict=True)
         ]
 
+    def unseal_with_record(
+        self, customer_id: str, value: bytes, record: bytes
+    ) -> Stored:
+        """Decrypt a value with the data key record given, not the one in Redis.
+
+        A rebuild uses it with the record from the key topic.
+        """
+        return self._unseal(customer_id, value, record)
+
     def unseal(self, customer_id: str, value: bytes | None) -> Stored:
         """Return one value decrypted, e.g. one read back from the snapshot topic."""
         if value is None:
