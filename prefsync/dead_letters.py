@@ -161,8 +161,9 @@ def replay(
 ) -> ReplayStats:
     """Replay dead letters that decode now (see the module doc) and return counts.
 
-    ``opener`` decrypts a sealed dead-letter payload; a payload it cannot open (the
-    customer was erased and the data key shredded) is skipped.
+    ``opener`` decrypts a sealed dead-letter payload (default: with the store and
+    keyring of ``settings``); a payload it cannot open (the customer was erased and
+    the data key shredded) is skipped.
 
     Raises:
         StackError: Kafka is unreachable or the topic is missing.
@@ -173,6 +174,12 @@ def replay(
         SchemaCatalog(registry_url=settings.schema_registry_url),
         settings.max_message_bytes,
     )
+    if opener is None:
+        store = build_store(settings, actor="dead-letter-replay")
+
+        def opener(message: Message) -> bytes:
+            return open_dead_letter(message, store, store.keyring)
+
     consumer = Consumer(
         {
             "bootstrap.servers": settings.kafka_bootstrap,
