@@ -137,7 +137,7 @@ def _poison_cases() -> list[tuple[str, str, bytes, int | None]]:
             _encode_with(_with_tier("DIAMOND"), diamond, 2),
             2,
         ),
-        ("P9", "negative_points_balance", CODEC.encode(LOYALTY_RECORD, negative), None),
+        ("P9", "negative_points_balance", CODEC.encode(LOYALTY_RECORD, negative), 10),
     ]
 
 
