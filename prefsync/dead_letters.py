@@ -161,7 +161,8 @@ def replay(
 ) -> ReplayStats:
     """Replay dead letters that decode now (see the module doc) and return counts.
 
-    ``opener`` decrypts a sealed dead-letter payload; a payload it cannot open (the
+    ``opener`` decrypts a sealed dead-letter payload (default: the customer's data
+    key through a store built from ``settings``). A payload it cannot open (the
     customer was erased and the data key shredded) is skipped.
 
     Raises:
@@ -173,6 +174,14 @@ def replay(
         SchemaCatalog(registry_url=settings.schema_registry_url),
         settings.max_message_bytes,
     )
+    if opener is None:
+        store = build_store(settings, actor="dead-letter-replay")
+
+        def open_with_store(message: Message) -> bytes:
+            return open_dead_letter(message, store, store.keyring)
+
+        opener = open_with_store
+
     consumer = Consumer(
         {
             "bootstrap.servers": settings.kafka_bootstrap,
@@ -331,10 +340,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.action == "summary":
         stats = summarize(settings)
     else:
-        store = build_store(settings, actor="dead-letter-replay")
         stats = replay(
             settings,
-            opener=lambda message: open_dead_letter(message, store, store.keyring),
             error_classes=frozenset(args.error_class),
             group=args.group,
             from_beginning=args.from_beginning,

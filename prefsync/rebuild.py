@@ -267,9 +267,11 @@ def _join_chunk(
         if key is None or value is None:
             continue
         items.append((key.decode(errors="replace"), value, message))
-    items = _restore_data_keys(store, items, journaled, stats)
+    items, records = _restore_data_keys(store, items, journaled, stats)
+    # Decrypt with the journaled record of each value's own data key: Redis may hold
+    # another key for the customer, e.g. one written after a Redis loss.
     opened = store.unseal_many(
-        [(customer_id, value) for customer_id, value, _ in items]
+        [(customer_id, value) for customer_id, value, _ in items], records
     )
     incoming: dict[str, Snapshot] = {}
     for (customer_id, _, message), stored in zip(items, opened, strict=True):
@@ -306,14 +308,19 @@ def _restore_data_keys(
     items: list[tuple[str, bytes, Message]],
     journaled: dict[bytes, bytes],
     stats: RebuildStats,
-) -> list[tuple[str, bytes, Message]]:
-    """Put missing data key records back from the key topic; drop shredded values."""
+) -> tuple[list[tuple[str, bytes, Message]], list[bytes | None]]:
+    """Put missing data key records back from the key topic; drop shredded values.
+
+    Returns the values kept and each one's data key record (None for format 1).
+    """
     kept = []
+    records: list[bytes | None] = []
     pipe = store.client.pipeline(transaction=False)
     for customer_id, value, message in items:
         dek_id = value_dek_id(value)
         if dek_id is None:
             kept.append((customer_id, value, message))
+            records.append(None)
             continue
         record = journaled.get(journal_key(customer_id, dek_id))
         if record is None:
@@ -321,11 +328,12 @@ def _restore_data_keys(
             continue
         pipe.set(data_key_key(customer_id), record, nx=True)
         kept.append((customer_id, value, message))
+        records.append(record)
     try:
         pipe.execute()
     except redis.RedisError as exc:
         raise StoreUnavailable(f"Redis write failed: {type(exc).__name__}") from exc
-    return kept
+    return kept, records
 
 
 def _joined_writes(
