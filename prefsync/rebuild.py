@@ -267,14 +267,13 @@ def _join_chunk(
         if key is None or value is None:
             continue
         items.append((key.decode(errors="replace"), value, message))
-    items, records = _restore_data_keys(store, items, journaled, stats)
-    # Decrypt with the journaled record of each value's own data key: Redis may hold
-    # another key for the customer, e.g. one written after a Redis loss.
-    opened = store.unseal_many(
-        [(customer_id, value) for customer_id, value, _ in items], records
-    )
     incoming: dict[str, Snapshot] = {}
-    for (customer_id, _, message), stored in zip(items, opened, strict=True):
+    for customer_id, value, message, record in _restore_data_keys(
+        store, items, journaled, stats
+    ):
+        # The record from the key topic, not the one in Redis: Redis may hold a
+        # different (older or newer) data key for the customer.
+        stored = store.unseal_with_record(customer_id, value, record)
         if stored.snapshot is None:
             stats.unreadable_in_topic += 1
             log.error(
@@ -308,32 +307,30 @@ def _restore_data_keys(
     items: list[tuple[str, bytes, Message]],
     journaled: dict[bytes, bytes],
     stats: RebuildStats,
-) -> tuple[list[tuple[str, bytes, Message]], list[bytes | None]]:
-    """Put missing data key records back from the key topic; drop shredded values.
+) -> list[tuple[str, bytes, Message, bytes | None]]:
+    """Pair each value with its data key record from the key topic.
 
-    Returns the values kept and each one's data key record (None for format 1).
+    Records that Redis lacks are put back, so the join's writes reuse them. Values
+    whose record the topic no longer has were shredded by an erasure: dropped.
     """
-    kept = []
-    records: list[bytes | None] = []
+    kept: list[tuple[str, bytes, Message, bytes | None]] = []
     pipe = store.client.pipeline(transaction=False)
     for customer_id, value, message in items:
         dek_id = value_dek_id(value)
         if dek_id is None:
-            kept.append((customer_id, value, message))
-            records.append(None)
+            kept.append((customer_id, value, message, None))
             continue
         record = journaled.get(journal_key(customer_id, dek_id))
         if record is None:
             stats.shredded_in_topic += 1
             continue
         pipe.set(data_key_key(customer_id), record, nx=True)
-        kept.append((customer_id, value, message))
-        records.append(record)
+        kept.append((customer_id, value, message, record))
     try:
         pipe.execute()
     except redis.RedisError as exc:
         raise StoreUnavailable(f"Redis write failed: {type(exc).__name__}") from exc
-    return kept, records
+    return kept
 
 
 def _joined_writes(

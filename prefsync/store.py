@@ -506,32 +506,33 @@ class SnapshotStore:
             )
         return Stored(generation, snapshot)
 
-    def unseal_many(
-        self,
-        items: list[tuple[str, bytes]],
-        records: list[bytes | None] | None = None,
-    ) -> list[Stored]:
-        """Decrypt values read elsewhere (e.g. the snapshot topic).
+    def unseal_many(self, items: list[tuple[str, bytes]]) -> list[Stored]:
+        """Decrypt values read elsewhere (e.g. the snapshot topic), in one round trip.
 
-        ``records`` gives each value's data key record, e.g. from the key topic;
-        without it, the records are read from Redis in one round trip. A value that
-        fails authentication, or whose data key is missing, is returned with
-        ``error`` set.
+        Each customer's data key record is read from Redis. A value that fails
+        authentication, or whose data key is missing, is returned with ``error`` set.
         """
-        if records is None:
-            try:
-                pipe = self.client.pipeline(transaction=False)
-                for customer_id, _ in items:
-                    pipe.get(data_key_key(customer_id))
-                records = pipe.execute()
-            except redis.RedisError as exc:
-                raise StoreUnavailable(
-                    f"Redis read failed: {type(exc).__name__}"
-                ) from exc
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            for customer_id, _ in items:
+                pipe.get(data_key_key(customer_id))
+            records = pipe.execute()
+        except redis.RedisError as exc:
+            raise StoreUnavailable(f"Redis read failed: {type(exc).__name__}") from exc
         return [
             self._unseal(customer_id, value, record)
             for (customer_id, value), record in zip(items, records, strict=True)
         ]
+
+    def unseal_with_record(
+        self, customer_id: str, value: bytes, record: bytes | None
+    ) -> Stored:
+        """Decrypt a value with a given data key record, e.g. one from the key topic.
+
+        A rebuild uses it for snapshot-topic values whose data key differs from the
+        one Redis has now.
+        """
+        return self._unseal(customer_id, value, record)
 
     def unseal(self, customer_id: str, value: bytes | None) -> Stored:
         """Return one value decrypted, e.g. one read back from the snapshot topic."""
