@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "worker": ("prefsync.commands.worker", "consume CRM events into Redis snapshots"),
     "lookup": ("prefsync.commands.lookup", "print one customer's preferences"),
     "demo": ("prefsync.demo", "run the whole pipeline on the local stack"),
+    "bench": ("prefsync.bench.command", "measure throughput, latency and memory"),
 }
 
 

@@ -1,0 +1,280 @@
+"""The benchmark's sections: each runs its measurements and adds rows to the report.
+
+A section that raises a prefsync error, a Kafka error or a Redis error leaves its
+rows as not available with the error, so one broken part does not hide the rest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import redis
+import structlog
+from confluent_kafka import KafkaException
+
+from prefsync.bench import freshness, ingest, quix, scale
+from prefsync.bench.env import BenchEnv
+from prefsync.bench.lookup import LookupFunction, compare_lookup, terminal_lookup
+from prefsync.bench.report import Ratio, Report
+from prefsync.bench.stats import Latency
+from prefsync.cli import COMMANDS
+from prefsync.errors import PrefsyncError
+from prefsync.store import SnapshotStore
+from producers.simulator import CrmSimulator
+
+__all__ = [
+    "add_ratios",
+    "freshness_rows",
+    "http_rows",
+    "ingest_and_peer",
+    "rebuild_rows",
+    "scale_rows",
+]
+
+log = structlog.get_logger()
+
+# The targets: ratios, because the machines are noisy, and two absolute limits.
+WORKER_OVER_CEILING_MIN = 0.8
+WORKER_OVER_QUIX_MIN = 3.0
+LOOKUP_OVER_GET_MAX = 1.3
+P99_GROWTH_MAX = 1.1
+MEMORY_PER_CUSTOMER_MAX_BYTES = 512
+REBUILD_MAX_S = 30.0
+REBUILD_CUSTOMERS = 1_000_000
+
+_ERRORS = (PrefsyncError, KafkaException, redis.RedisError)
+
+
+@contextmanager
+def _unless_failed(report: Report, rows: list[tuple[str, str, str]]) -> Iterator[None]:
+    """Turn an error of a section into not-available rows ``(key, section, label)``."""
+    try:
+        yield
+    except _ERRORS as exc:
+        log.error("bench.section_failed", error=str(exc), error_type=type(exc).__name__)
+        for key, section, label in rows:
+            if key not in report.rows:
+                report.not_available(key, section, label, f"failed: {exc}")
+
+
+def add_ratios(report: Report, points: list[int]) -> None:
+    """Declare every ratio of the report; their values are filled at the end."""
+    low, high = points[0], points[-1]
+    report.ratios += [
+        Ratio("ingest.worker_over_ceiling", "worker / component ceiling",
+              "ingest.worker_eps", "ingest.ceiling_eps", WORKER_OVER_CEILING_MIN),
+        Ratio("ingest.worker_over_consume", "worker / consume-only loop",
+              "ingest.worker_eps", "ingest.consume_only_eps", None),
+        Ratio("peer.worker_over_quix", "worker / Quix Streams build",
+              "ingest.worker_eps", "peer.quix_eps", WORKER_OVER_QUIX_MIN),
+        Ratio("lookup.rules_over_get", "lookup with rules p99 / plain GET p99",
+              "lookup.rules_p99_us", "lookup.get_p99_us", LOOKUP_OVER_GET_MAX, True),
+        Ratio("lookup.read_over_get", "terminal read p99 / plain GET p99",
+              "lookup.read_p99_us", "lookup.get_p99_us", LOOKUP_OVER_GET_MAX, True),
+        Ratio("scale.p99_growth", f"lookup p99 at {high:,} / at {low:,} customers",
+              f"scale.{high}.lookup_p99_us" if high > low else "scale.none",
+              f"scale.{low}.lookup_p99_us", P99_GROWTH_MAX, True),
+        Ratio("scale.memory_per_customer",
+              f"Redis bytes per median customer at {high:,}",
+              f"scale.{high}.memory_median_bytes", None,
+              MEMORY_PER_CUSTOMER_MAX_BYTES, True),
+        Ratio("rebuild.seconds", f"rebuild of {REBUILD_CUSTOMERS:,} customers (s)",
+              "rebuild.seconds", None, REBUILD_MAX_S, True),
+    ]  # fmt: skip
+
+
+def ingest_and_peer(env: BenchEnv, report: Report, args: argparse.Namespace) -> None:
+    """Publish one stream, then run the ingest contenders and the peer on it."""
+    wanted = [
+        ("ingest.consume_only_eps", "ingest", "consume-only loop"),
+        ("ingest.ceiling_eps", "ingest", "component ceiling (no Kafka)"),
+        ("ingest.worker_eps", "ingest", "worker, commit after Redis"),
+        ("peer.quix_eps", "peer", "Quix Streams build"),
+    ]
+    with _unless_failed(report, wanted):
+        published, ids = ingest.publish_events(env, args.customers, args.seed)
+        report.add(
+            "ingest.events", "ingest", "events in the stream", published, unit=""
+        )
+        only, values = ingest.consume_only(env, published)
+        report.add(*wanted[0], only.events_per_s, unit="events/s")
+        reference = None
+        if "ingest" not in args.skip:
+            ceiling = ingest.ceiling(env, values, ids)
+            report.add(*wanted[1], ceiling.events_per_s, unit="events/s")
+            worker = ingest.worker_phase(env, published, ids)
+            note = "" if worker.digest == ceiling.digest else "STATE DIFFERS"
+            report.add(*wanted[2], worker.events_per_s, unit="events/s", note=note)
+            reference = worker.digest
+        del values
+        if "peer" not in args.skip:
+            _peer(
+                env,
+                report,
+                published=published,
+                ids=ids,
+                row=wanted[3],
+                reference=reference,
+            )
+
+
+def _peer(
+    env: BenchEnv,
+    report: Report,
+    *,
+    published: int,
+    ids: list[str],
+    row: tuple[str, str, str],
+    reference: str | None,
+) -> None:
+    missing = quix.quix_available()
+    if missing is not None:
+        report.not_available(*row, missing)
+        return
+    peer = quix.quix_phase(env, published, ids)
+    note = ""
+    if reference is not None and peer.digest != reference:
+        note = "STATE DIFFERS"
+    report.add(*row, peer.events_per_s, unit="events/s", note=note)
+
+
+def freshness_rows(env: BenchEnv, report: Report, args: argparse.Namespace) -> None:
+    """Measure produce-to-readable latency at the steady ``--freshness-rate``."""
+    rows = [
+        ("freshness.p50_ms", "freshness", "produce to readable, p50"),
+        ("freshness.p99_ms", "freshness", "produce to readable, p99"),
+    ]
+    with _unless_failed(report, rows):
+        result = freshness.freshness(env, args.freshness_rate, args.freshness_seconds)
+        report.add(
+            "freshness.rate",
+            "freshness",
+            "steady rate achieved",
+            result.achieved_rate_per_s,
+            unit="events/s",
+            note=f"{result.seen} of {result.produced} seen",
+        )
+        if result.latency is None:
+            for row in rows:
+                report.not_available(*row, "no event became readable")
+            return
+        report.add(*rows[0], result.latency.p50_us / 1000, unit="ms")
+        report.add(*rows[1], result.latency.p99_us / 1000, unit="ms")
+
+
+def scale_rows(env: BenchEnv, report: Report, args: argparse.Namespace) -> None:
+    """Measure lookups and memory at each ``--scale`` point."""
+    points = args.scale
+    rows = [("lookup.read_p99_us", "lookup", "terminal read p99")]
+    for customers in points:
+        rows.append(
+            (f"scale.{customers}.lookup_p99_us", "scale", f"{customers:,}: lookup p99")
+        )
+    with _unless_failed(report, rows):
+        results = scale.populate_and_measure(
+            env, points, args.seed, args.lookups, terminal_lookup
+        )
+        _lookup_rows(report, results[0], env)
+        for point in results:
+            _scale_point_rows(report, point)
+
+
+def _latency_rows(
+    report: Report, prefix: str, label: str, latency: Latency, note: str = ""
+) -> None:
+    """Add p50, p99 and p99.9 rows in microseconds under ``lookup.<prefix>_*``."""
+    for suffix, name, value in (
+        ("p50", "p50", latency.p50_us),
+        ("p99", "p99", latency.p99_us),
+        ("p999", "p99.9", latency.p999_us),
+    ):
+        key = f"lookup.{prefix}_{suffix}_us"
+        report.add(key, "lookup", f"{label} {name}", value, unit="us", note=note)
+        note = ""
+
+
+def _lookup_rows(report: Report, point: scale.ScalePoint, env: BenchEnv) -> None:
+    at = f"at {point.customers:,} customers"
+    _latency_rows(report, "read", "terminal read", point.lookups.lookup, at)
+    _latency_rows(report, "get", "plain GET, same key", point.lookups.plain_get)
+    report.add(
+        "lookup.value_bytes",
+        "lookup",
+        "stored value, median",
+        point.lookups.value_bytes_median,
+        unit="bytes",
+    )
+    _rules_rows(report, point, env)
+
+
+def _rules_rows(report: Report, point: scale.ScalePoint, env: BenchEnv) -> None:
+    factory, reason = rules_lookup_factory()
+    label = "lookup with decryption and rules"
+    if factory is None:
+        report.not_available("lookup.rules_p99_us", "lookup", f"{label} p99", reason)
+        return
+    store = env.store()
+    simulator = CrmSimulator(point.customers)
+    ids = [simulator.customer_id(n) for n in range(1, point.customers + 1)]
+    result = compare_lookup(
+        store, factory(store), ids, point.lookups.lookup.samples, progress=env.progress
+    )
+    _latency_rows(report, "rules", label, result.lookup)
+
+
+def rules_lookup_factory() -> tuple[
+    Callable[[SnapshotStore], LookupFunction] | None, str
+]:
+    """Return a factory of the in-process lookup with rules, or None and why."""
+    if importlib.util.find_spec("prefsync.api") is None:
+        return None, "this build has no checkout API (prefsync.api)"
+    return None, "prefsync.api has no in-process lookup with rules"
+
+
+def _scale_point_rows(report: Report, point: scale.ScalePoint) -> None:
+    prefix, n = f"scale.{point.customers}", f"{point.customers:,}"
+    rows = (
+        ("populate_s", "time to fill, no Kafka", point.populate_s, "s"),
+        ("lookup_p99_us", "terminal read p99", point.lookups.lookup.p99_us, "us"),
+        ("get_p99_us", "plain GET p99", point.lookups.plain_get.p99_us, "us"),
+        (
+            "memory_median_bytes",
+            "MEMORY USAGE per key, median",
+            point.memory_usage_median_bytes,
+            "bytes",
+        ),
+        (
+            "memory_p90_bytes",
+            "MEMORY USAGE per key, p90",
+            point.memory_usage_p90_bytes,
+            "bytes",
+        ),
+        (
+            "used_memory_bytes",
+            "used_memory growth per customer",
+            point.used_memory_per_customer_bytes,
+            "bytes",
+        ),
+    )
+    for suffix, label, value, unit in rows:
+        report.add(f"{prefix}.{suffix}", "scale", f"{n}: {label}", value, unit=unit)
+
+
+def http_rows(env: BenchEnv, report: Report, args: argparse.Namespace) -> None:
+    """Measure HTTP apply at ``--http-rate``, when the build has the endpoint."""
+    if importlib.util.find_spec("prefsync.api") is None:
+        reason = "this build has no checkout API (prefsync.api)"
+        report.not_available("http.rps", "http", "HTTP apply, achieved rate", reason)
+        report.not_available("http.p99_ms", "http", "HTTP apply p99", reason)
+
+
+def rebuild_rows(env: BenchEnv, report: Report, args: argparse.Namespace) -> None:
+    """Time ``prefsync rebuild`` of a million customers, when the build has it."""
+    if "rebuild" not in COMMANDS:
+        report.not_available(
+            "rebuild.seconds", "rebuild", f"rebuild {REBUILD_CUSTOMERS:,} customers",
+            "this build has no `prefsync rebuild` command",
+        )  # fmt: skip
