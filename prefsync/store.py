@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import redis
 from redis.cluster import RedisCluster
+from redis.exceptions import NoScriptError
 
 from prefsync.crypto import Keyring
 from prefsync.domain.encoding import decode_snapshot, encode_snapshot
@@ -143,7 +144,9 @@ class SnapshotStore:
                     args=[expected, value],
                     client=pipe,
                 )
-            results = pipe.execute()
+            results = self._reload_script_and_retry(
+                writes, pipe.execute(raise_on_error=False)
+            )
         except redis.RedisError as exc:
             raise StoreUnavailable(f"Redis write failed: {type(exc).__name__}") from exc
         return [
@@ -151,6 +154,35 @@ class SnapshotStore:
             for (snapshot, _), written in zip(writes, results, strict=True)
             if not written
         ]
+
+    def _reload_script_and_retry(
+        self, writes: list[tuple[Snapshot, int]], results: list[object]
+    ) -> list[object]:
+        """Repeat the writes a node rejected with NOSCRIPT, then raise any error.
+
+        A plain pipeline loads its scripts before it runs, but a Redis Cluster
+        pipeline only sends EVALSHA, so a node that has not seen the script yet (a
+        new or restarted node) rejects it. SCRIPT LOAD on a cluster client reaches
+        every primary.
+        """
+        missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
+        if missing:
+            self.client.script_load(_CHECK_AND_SET)
+            pipe = self.client.pipeline(transaction=False)
+            for index in missing:
+                snapshot, generation = writes[index]
+                expected = b"" if generation == 0 else _GENERATION.pack(generation)
+                self._check_and_set(
+                    keys=[snapshot_key(snapshot.customer_id)],
+                    args=[expected, self.seal(snapshot, generation + 1)],
+                    client=pipe,
+                )
+            for index, result in zip(missing, pipe.execute(), strict=True):
+                results[index] = result
+        for result in results:
+            if isinstance(result, Exception):
+                raise result
+        return results
 
     def seal(self, snapshot: Snapshot, generation: int) -> bytes:
         """Return the stored form of ``snapshot`` at ``generation``."""
