@@ -137,9 +137,7 @@ class Worker:
         self._idle_since = time.monotonic()
         try:
             while not self._stopping:
-                messages = self.consumer.consume(
-                    self.settings.batch_max_messages, self.settings.poll_timeout_s
-                )
+                messages = self._next_batch()
                 if messages:
                     self.process(messages)
                     self._idle_since = time.monotonic()
@@ -170,6 +168,21 @@ class Worker:
             self.consumer.commit(offsets=offsets, asynchronous=False)
         self.stats.batches += 1
         self.stats.last_batch_at = time.monotonic()
+
+    def _next_batch(self) -> list[Message]:
+        """Wait up to ``poll_timeout_s`` for one message, then take what is fetched.
+
+        ``Consumer.consume(n, timeout)`` returns only after ``n`` messages or the
+        whole timeout, so at a low rate every event waited ``poll_timeout_s``. The
+        second call takes what librdkafka has already fetched without waiting, so
+        batches stay full under load and the first event of a quiet spell is
+        handled at once.
+        """
+        first = self.consumer.poll(self.settings.poll_timeout_s)
+        if first is None:
+            return []
+        rest = self.consumer.consume(self.settings.batch_max_messages - 1, 0)
+        return [first, *rest]
 
     def caught_up(self) -> bool:
         """Return True when every assigned partition has reported its end since its
