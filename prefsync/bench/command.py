@@ -111,6 +111,13 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         help="lookups and plain GETs timed at each scale point (default 20000)",
     )
     parser.add_argument(
+        "--repeat",
+        type=_positive_int,
+        default=2,
+        help="runs of each ingest contender, taking turns; the best rate counts "
+        "(default 2)",
+    )
+    parser.add_argument(
         "--freshness-rate",
         type=_positive_float,
         default=500.0,

@@ -1,11 +1,12 @@
 """Freshness: from an event being produced to its change being readable by a terminal.
 
 A ``prefsync worker`` subprocess consumes the run's topics. This process produces
-loyalty events at a steady rate, each setting a probe customer's points balance to
-the event's sequence number, and polls Redis the way a terminal reads: GET, decrypt,
-decode. An event counts as fresh when its balance is readable. The latency runs from
-the ``produce()`` call (the producer lingers up to 5 ms, librdkafka's default) to the
-poll that saw the change, so it carries up to one poll interval of extra delay.
+loyalty events at a steady rate, each for a customer of its own and setting the
+points balance to the event's sequence number, and polls Redis the way a terminal
+reads: GET, decrypt, decode. An event counts as fresh when its balance is readable.
+The latency runs from the ``produce()`` call (the producer lingers up to 5 ms,
+librdkafka's default) to the poll that saw the change, so it carries up to one poll
+interval of extra delay.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ from prefsync.store import SnapshotStore, snapshot_key
 
 __all__ = ["FreshnessResult", "freshness"]
 
-PROBE_CUSTOMERS = 1000
 POLL_INTERVAL_S = 0.001
 WARM_UP_TIMEOUT_S = 90.0
 DRAIN_TIMEOUT_S = 30.0
@@ -162,9 +162,8 @@ def _produce_steadily(
         delay = due - time.perf_counter()
         if delay > 0:
             time.sleep(delay)
-        customer_id = f"F{sequence % PROBE_CUSTOMERS:06d}"
+        customer_id = f"F{sequence:09d}"
         with probes.lock:
-            # A newer event for the same customer replaces the unseen older one.
             probes.outstanding[customer_id] = (sequence, time.perf_counter())
         _produce(env, producer, customer_id, sequence)
         probes.produced += 1

@@ -86,59 +86,64 @@ def add_ratios(report: Report, points: list[int]) -> None:
     ]  # fmt: skip
 
 
+_INGEST_ROWS = {
+    "consume-only": ("ingest.consume_only_eps", "ingest", "consume-only loop"),
+    "ceiling": ("ingest.ceiling_eps", "ingest", "component ceiling (no Kafka)"),
+    "worker": ("ingest.worker_eps", "ingest", "worker, commit after Redis"),
+    "quix": ("peer.quix_eps", "peer", "Quix Streams build"),
+}
+
+
 def ingest_and_peer(env: BenchEnv, report: Report, args: argparse.Namespace) -> None:
-    """Publish one stream, then run the ingest contenders and the peer on it."""
-    wanted = [
-        ("ingest.consume_only_eps", "ingest", "consume-only loop"),
-        ("ingest.ceiling_eps", "ingest", "component ceiling (no Kafka)"),
-        ("ingest.worker_eps", "ingest", "worker, commit after Redis"),
-        ("peer.quix_eps", "peer", "Quix Streams build"),
-    ]
-    with _unless_failed(report, wanted):
+    """Publish one stream, then run the ingest contenders and the peer on it.
+
+    Each contender runs ``--repeat`` times, taking turns, and keeps its best rate,
+    so a burst of load from elsewhere on the machine hits all of them alike.
+    """
+    with _unless_failed(report, list(_INGEST_ROWS.values())):
         published, ids = ingest.publish_events(env, args.customers, args.seed)
         report.add(
             "ingest.events", "ingest", "events in the stream", published, unit=""
         )
-        only, values = ingest.consume_only(env, published)
-        report.add(*wanted[0], only.events_per_s, unit="events/s")
-        reference = None
-        if "ingest" not in args.skip:
-            ceiling = ingest.ceiling(env, values, ids)
-            report.add(*wanted[1], ceiling.events_per_s, unit="events/s")
-            worker = ingest.worker_phase(env, published, ids)
-            note = "" if worker.digest == ceiling.digest else "STATE DIFFERS"
-            report.add(*wanted[2], worker.events_per_s, unit="events/s", note=note)
-            reference = worker.digest
-        del values
-        if "peer" not in args.skip:
-            _peer(
-                env,
-                report,
-                published=published,
-                ids=ids,
-                row=wanted[3],
-                reference=reference,
-            )
+        missing = quix.quix_available()
+        if missing is not None and "peer" not in args.skip:
+            report.not_available(*_INGEST_ROWS["quix"], missing)
+        run_quix = missing is None and "peer" not in args.skip
+        best: dict[str, ingest.Phase] = {}
+        digests: set[str] = set()
+        for _ in range(args.repeat):
+            for phase in _ingest_round(env, args, published, ids, run_quix=run_quix):
+                if phase.digest is not None:
+                    digests.add(phase.digest)
+                if (
+                    phase.name not in best
+                    or phase.events_per_s > best[phase.name].events_per_s
+                ):
+                    best[phase.name] = phase
+        note = f"best of {args.repeat}"
+        if len(digests) > 1:
+            note += ", STATE DIFFERS between contenders"
+        for name, phase in best.items():
+            report.add(*_INGEST_ROWS[name], phase.events_per_s, unit="events/s",
+                       note=note)  # fmt: skip
 
 
-def _peer(
+def _ingest_round(
     env: BenchEnv,
-    report: Report,
-    *,
+    args: argparse.Namespace,
     published: int,
     ids: list[str],
-    row: tuple[str, str, str],
-    reference: str | None,
-) -> None:
-    missing = quix.quix_available()
-    if missing is not None:
-        report.not_available(*row, missing)
-        return
-    peer = quix.quix_phase(env, published, ids)
-    note = ""
-    if reference is not None and peer.digest != reference:
-        note = "STATE DIFFERS"
-    report.add(*row, peer.events_per_s, unit="events/s", note=note)
+    *,
+    run_quix: bool,
+) -> Iterator[ingest.Phase]:
+    only, values = ingest.consume_only(env, published)
+    yield only
+    if "ingest" not in args.skip:
+        yield ingest.ceiling(env, values, ids)
+        del values
+        yield ingest.worker_phase(env, published, ids)
+    if run_quix:
+        yield quix.quix_phase(env, published, ids)
 
 
 def freshness_rows(env: BenchEnv, report: Report, args: argparse.Namespace) -> None:
