@@ -4,32 +4,34 @@
 redis-server as detached processes, so they outlive the command. Their data, logs and
 pidfiles live under PREFSYNC_STACK_DIR (default ``.stack``), and ``prefsync stack
 down`` stops them. The same steps are plain functions here for test fixtures, plus
-stop and start helpers for fault injection. Run ``python -m prefsync.stack --help``
+stop and start helpers for fault injection. Settings live in
+:mod:`prefsync.stack_config`, and spawning, stopping and locking in
+:mod:`prefsync.stack_process`. Run ``python -m prefsync.stack --help``
 where the ``prefsync`` console script is not installed.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import errno
-import fcntl
-import os
-import re
 import shutil
-import signal
-import socket
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from pathlib import Path
-
-import structlog
 
 from prefsync import stack_kafka, stack_redis
 from prefsync.config import ENV_PREFIX, Settings
 from prefsync.errors import ConfigError, StackError
+from prefsync.stack_config import StackConfig, Tools
+from prefsync.stack_process import (
+    LOG_TAIL_LINES,
+    _bring_up,
+    _lock,
+    _pidfile,
+    _progress,
+    _running_pid,
+    _Service,
+    _stop,
+)
 
 __all__ = [
     "ServiceStatus",
@@ -53,88 +55,8 @@ __all__ = [
     "up",
 ]
 
-log = structlog.get_logger()
-
 DEFAULT_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 30.0
-LOG_TAIL_LINES = 30
-_PROGRESS_INTERVAL_S = 10.0
-
-
-@dataclass(frozen=True)
-class StackConfig:
-    """Locations of the stack's files, and the loopback ports of its services."""
-
-    stack_dir: Path
-    cache_dir: Path
-    kafka_version: str = stack_kafka.DEFAULT_VERSION
-    kafka_port: int = 9092
-    kafka_controller_port: int = 9093
-    redis_port: int = 6379
-    redis_cluster_ports: tuple[int, ...] = (7001, 7002, 7003)
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> StackConfig:
-        """Read PREFSYNC_STACK_DIR, _CACHE_DIR, _KAFKA_VERSION and the port settings.
-
-        Raises:
-            ConfigError: a port or version is invalid, or two services share a port.
-        """
-        env = os.environ if environ is None else environ
-        stack_dir = Settings.from_env(dict(env)).stack_dir.absolute()
-        cache_root = env.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-        cache_dir = Path(
-            env.get(ENV_PREFIX + "CACHE_DIR") or Path(cache_root, "prefsync")
-        )
-        version = env.get(ENV_PREFIX + "KAFKA_VERSION", stack_kafka.DEFAULT_VERSION)
-        match = re.fullmatch(r"(\d+)\.\d+\.\d+", version)
-        if match is None or int(match.group(1)) < 4:
-            raise ConfigError(
-                f"invalid {ENV_PREFIX}KAFKA_VERSION {version!r}: expected a Kafka 4.x "
-                "release such as 4.1.1 (the stack runs KRaft with log4j2 logging)"
-            )
-        cluster_raw = env.get(ENV_PREFIX + "REDIS_CLUSTER_PORTS", "7001,7002,7003")
-        config = cls(
-            stack_dir=stack_dir,
-            cache_dir=cache_dir.absolute(),
-            kafka_version=version,
-            kafka_port=_port_from_env(env, "KAFKA_PORT", 9092),
-            kafka_controller_port=_port_from_env(env, "KAFKA_CONTROLLER_PORT", 9093),
-            redis_port=_port_from_env(env, "REDIS_PORT", 6379),
-            redis_cluster_ports=_parse_cluster_ports(cluster_raw),
-        )
-        _check_distinct_ports(config)
-        return config
-
-    @property
-    def kafka_bootstrap(self) -> str:
-        """Bootstrap server for Kafka clients."""
-        return f"127.0.0.1:{self.kafka_port}"
-
-    @property
-    def redis_url(self) -> str:
-        """URL of the single Redis server, database 0."""
-        return f"redis://127.0.0.1:{self.redis_port}/0"
-
-    @property
-    def logs_dir(self) -> Path:
-        """Folder of every service's log file."""
-        return self.stack_dir / "logs"
-
-    @property
-    def kafka_libs(self) -> Path:
-        """Cached broker jars for the configured Kafka version."""
-        return self.cache_dir / f"kafka-{self.kafka_version}" / "libs"
-
-
-@dataclass(frozen=True)
-class Tools:
-    """Paths of the programs the stack runs. ``mvn`` is None when it is not needed."""
-
-    java: str
-    redis_server: str
-    redis_cli: str | None
-    mvn: str | None
 
 
 @dataclass(frozen=True)
@@ -147,17 +69,6 @@ class ServiceStatus:
     running: bool
     ready: bool  # replies to the readiness probe (metadata request or PING)
     detail: str = ""
-
-
-@dataclass(frozen=True)
-class _Service:
-    name: str
-    process_name: str  # a substring of /proc/<pid>/cmdline that identifies it
-    ports: tuple[tuple[int, str], ...]  # (port, setting that chooses it)
-    endpoint: str
-    log_files: tuple[Path, ...]
-    probe: Callable[[], bool]
-    command: Callable[[Tools], list[str]]
 
 
 def preflight(
@@ -441,242 +352,10 @@ def _known_services(config: StackConfig) -> list[_Service]:
     return [_kafka_service(config), _redis_service(config), *nodes]
 
 
-def _bring_up(
-    config: StackConfig, tools: Tools, services: list[_Service], timeout: float
-) -> None:
-    deadline = time.monotonic() + timeout
-    config.logs_dir.mkdir(parents=True, exist_ok=True)
-    stopped = {s.name for s in services if _running_pid(config, s) is None}
-    for service in services:
-        if service.name in stopped:
-            _check_ports_free(service)
-    for service in services:
-        if service.name not in stopped:
-            pid = _running_pid(config, service)
-            _progress(f"{service.name} already runs (pid {pid})")
-            continue
-        command = service.command(tools)
-        pid = _spawn(config, service, command)
-        _progress(f"started {service.name} (pid {pid}) on {service.endpoint}")
-    for service in services:
-        _wait_ready(config, service, deadline)
-
-
 def _form_cluster(tools: Tools, ports: tuple[int, ...], timeout: float) -> None:
     if tools.redis_cli is None:
         raise StackError("redis-cli not found on PATH: apt-get install -y redis-tools")
     stack_redis.form_cluster(tools.redis_cli, ports, timeout, _progress)
-
-
-def _wait_ready(config: StackConfig, service: _Service, deadline: float) -> None:
-    started = time.monotonic()
-    next_report = started + _PROGRESS_INTERVAL_S
-    while not service.probe():
-        now = time.monotonic()
-        if _running_pid(config, service) is None:
-            raise StackError(
-                f"{service.name} exited during startup\n{_log_tails(service)}"
-            )
-        if now > deadline:
-            raise StackError(
-                f"{service.name} did not reply on {service.endpoint} before the "
-                "timeout (--timeout). It still runs, and `prefsync stack down` "
-                f"stops it.\n{_log_tails(service)}"
-            )
-        if now >= next_report:
-            _progress(f"waiting for {service.name} ({now - started:.0f} s)")
-            next_report = now + _PROGRESS_INTERVAL_S
-        time.sleep(0.5)
-    _progress(f"{service.name} replies on {service.endpoint}")
-
-
-def _log_tails(service: _Service) -> str:
-    parts = []
-    for path in service.log_files:
-        if path.is_file() and path.stat().st_size > 0:
-            text = stack_kafka.tail(path, LOG_TAIL_LINES)
-            parts.append(f"last {LOG_TAIL_LINES} lines of {path}:\n{text}")
-    return "\n".join(parts) or f"(no log output in {service.log_files[0].parent})"
-
-
-def _check_ports_free(service: _Service) -> None:
-    for port, setting in service.ports:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError as exc:
-                if exc.errno != errno.EADDRINUSE:
-                    raise
-                raise StackError(
-                    f"port {port} on 127.0.0.1, needed by {service.name}, is in use "
-                    f"by a process this stack did not start: stop it, or choose "
-                    f"another port with {setting}"
-                ) from exc
-
-
-def _spawn(config: StackConfig, service: _Service, command: list[str]) -> int:
-    out_path = config.logs_dir / f"{service.name}.out"
-    # posix_spawn rather than subprocess.Popen, because a Popen object that is
-    # dropped while its process runs emits a ResourceWarning. setsid gives the
-    # process its own session, so it outlives this command and ignores the
-    # terminal's Ctrl-C. Descriptors that Python opened are close-on-exec, so the
-    # process does not inherit the stack lock.
-    file_actions = [
-        (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-        (
-            os.POSIX_SPAWN_OPEN,
-            1,
-            str(out_path),
-            os.O_WRONLY | os.O_CREAT | os.O_APPEND,
-            0o644,
-        ),
-        (os.POSIX_SPAWN_DUP2, 1, 2),
-    ]
-    try:
-        pid = os.posix_spawn(
-            command[0], command, os.environ, file_actions=file_actions, setsid=True
-        )
-    except OSError as exc:
-        raise StackError(
-            f"could not start {service.name} with {command[0]}: {exc}"
-        ) from exc
-    _pidfile(config, service).write_text(f"{pid}\n")
-    return pid
-
-
-def _stop(config: StackConfig, service: _Service, timeout: float) -> bool:
-    pidfile = _pidfile(config, service)
-    pid = _running_pid(config, service)
-    if pid is None:
-        pidfile.unlink(missing_ok=True)
-        return False
-    _progress(f"stopping {service.name} (pid {pid})")
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    if not _wait_exit(pid, service.process_name, timeout):
-        log.warning(
-            "stack.stop_killed", service=service.name, pid=pid, timeout_s=timeout
-        )
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-        if not _wait_exit(pid, service.process_name, 10.0):
-            raise StackError(
-                f"{service.name} (pid {pid}) still runs 10 s after SIGKILL. "
-                f"Check it with `ps -o pid,stat,args -p {pid}`"
-            )
-    pidfile.unlink(missing_ok=True)
-    return True
-
-
-def _wait_exit(pid: int, process_name: str, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while _process_alive(pid, process_name):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.1)
-    return True
-
-
-def _pidfile(config: StackConfig, service: _Service) -> Path:
-    return config.stack_dir / f"{service.name}.pid"
-
-
-def _running_pid(config: StackConfig, service: _Service) -> int | None:
-    """Return the pid in the service's pidfile if that process is alive and is it."""
-    try:
-        pid = int(_pidfile(config, service).read_text().strip())
-    except (FileNotFoundError, ValueError):
-        return None
-    return pid if _process_alive(pid, service.process_name) else None
-
-
-def _process_alive(pid: int, process_name: str) -> bool:
-    """Return whether ``pid`` runs and its command line contains ``process_name``.
-
-    Reads /proc, so the stack runs on Linux only.
-    """
-    # Reap the process if it is an exited child of this one (a test that stopped
-    # what it started), because a zombie still has a /proc entry.
-    with contextlib.suppress(ChildProcessError):
-        if os.waitpid(pid, os.WNOHANG)[0] == pid:
-            return False
-    proc = Path(f"/proc/{pid}")
-    try:
-        cmdline = (proc / "cmdline").read_bytes()
-        # The state letter follows the parenthesised command name in stat.
-        state = (proc / "stat").read_text().rpartition(")")[2].split()[0]
-    except (OSError, IndexError):
-        return False
-    if state == "Z":
-        return False  # exited, and its parent has not reaped it yet
-    # A process that has just been spawned can show an empty cmdline for a moment.
-    return not cmdline or process_name.encode() in cmdline
-
-
-@contextlib.contextmanager
-def _lock(config: StackConfig) -> Iterator[None]:
-    """Hold an exclusive lock on the stack folder, so concurrent calls run in turn."""
-    config.stack_dir.mkdir(parents=True, exist_ok=True)
-    with (config.stack_dir / "stack.lock").open("w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        yield
-
-
-def _port_from_env(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(ENV_PREFIX + name)
-    return default if raw is None else _parse_port(ENV_PREFIX + name, raw)
-
-
-def _parse_port(setting: str, raw: str) -> int:
-    try:
-        port = int(raw.strip())
-    except ValueError:
-        port = 0
-    if not 1 <= port <= 65535:
-        raise ConfigError(f"invalid {setting} {raw!r}: expected a port from 1 to 65535")
-    return port
-
-
-def _parse_cluster_ports(raw: str) -> tuple[int, ...]:
-    setting = ENV_PREFIX + "REDIS_CLUSTER_PORTS"
-    ports = tuple(_parse_port(setting, item) for item in raw.split(",") if item.strip())
-    if len(ports) < 3:
-        raise ConfigError(
-            f"invalid {setting} {raw!r}: a Redis Cluster needs at least 3 ports "
-            "separated by commas, such as 7001,7002,7003"
-        )
-    max_port = 65535 - stack_redis.CLUSTER_BUS_OFFSET
-    for port in ports:
-        if port > max_port:
-            raise ConfigError(
-                f"invalid {setting} {raw!r}: port {port} is above {max_port}, so its "
-                f"cluster bus port (+{stack_redis.CLUSTER_BUS_OFFSET}) does not exist"
-            )
-    return ports
-
-
-def _check_distinct_ports(config: StackConfig) -> None:
-    owners: dict[int, str] = {}
-    named = [
-        (config.kafka_port, "KAFKA_PORT"),
-        (config.kafka_controller_port, "KAFKA_CONTROLLER_PORT"),
-        (config.redis_port, "REDIS_PORT"),
-    ]
-    for port in config.redis_cluster_ports:
-        named.append((port, "REDIS_CLUSTER_PORTS"))
-        named.append((port + stack_redis.CLUSTER_BUS_OFFSET, "REDIS_CLUSTER_PORTS bus"))
-    for port, name in named:
-        if port in owners:
-            raise ConfigError(
-                f"port {port} is used twice, by {ENV_PREFIX}{owners[port]} and "
-                f"{ENV_PREFIX}{name}: give each service its own port"
-            )
-        owners[port] = name
-
-
-def _progress(message: str) -> None:
-    print(f"stack: {message}", file=sys.stderr, flush=True)
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
