@@ -105,10 +105,13 @@ class SnapshotStore:
     def read(self, customer_id: str) -> Snapshot | None:
         """Read one customer's snapshot, or None when there is none.
 
+        One plain GET: a one-key pipeline costs a terminal's lookup about 10 us more.
+
         Raises:
             DecryptError: the stored value failed authentication.
+            StoreUnavailable: Redis could not be reached.
         """
-        stored = self.read_many([customer_id])[customer_id]
+        stored = self._unseal(customer_id, self.read_raw(customer_id))
         if stored.error is not None:
             raise stored.error
         return stored.snapshot
