@@ -39,6 +39,7 @@ log = structlog.get_logger()
 
 SECTIONS = ("ingest", "peer", "freshness", "scale", "http", "rebuild")
 DEFAULT_REDIS_DB = 15
+DEFAULT_REFERENCE_REDIS_DB = 14
 
 
 def _positive_int(text: str) -> int:
@@ -157,6 +158,13 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "that Redis meanwhile",
     )
     parser.add_argument(
+        "--reference-redis-db",
+        type=int,
+        default=DEFAULT_REFERENCE_REDIS_DB,
+        help="Redis database that holds the smallest scale point during the scale "
+        f"section, emptied too (default {DEFAULT_REFERENCE_REDIS_DB})",
+    )
+    parser.add_argument(
         "--json", type=Path, metavar="PATH", help="also write the results to PATH"
     )
     parser.add_argument(
@@ -168,7 +176,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     """Run the chosen sections, print the table and write the JSON file if asked."""
-    env = BenchEnv.create(settings, args.redis_db, progress=not args.no_progress)
+    env = BenchEnv.create(
+        settings,
+        args.redis_db,
+        args.reference_redis_db,
+        progress=not args.no_progress,
+    )
     report = Report(
         command=_command_line(),
         parameters=_parameters(args, env),
@@ -191,7 +204,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             step()
     finally:
         env.delete_topics()
-        env.flush()
+        env.flush_all()
     report.compute_ratios()
     print(report.render())
     if args.json is not None:

@@ -66,13 +66,31 @@ class BenchEnv:
     key_material_b64: str
     codec: WireCodec
     run_id: str
+    reference_redis_url: str
     progress: bool = True
 
     @classmethod
     def create(
-        cls, base: Settings, redis_db: int, *, progress: bool = True
+        cls,
+        base: Settings,
+        redis_db: int,
+        reference_redis_db: int,
+        *,
+        progress: bool = True,
     ) -> BenchEnv:
-        """Derive the run's settings from ``base``: prefixed topics, ``redis_db``."""
+        """Derive the run's settings from ``base``: prefixed topics, ``redis_db``.
+
+        ``reference_redis_db`` holds the smallest scale point during the scale
+        section; it must differ from ``redis_db``.
+
+        Raises:
+            BenchError: both databases are the same.
+        """
+        if reference_redis_db == redis_db:
+            raise BenchError(
+                f"the reference Redis database {reference_redis_db} is the "
+                "benchmark's database: choose another with --reference-redis-db"
+            )
         run_id = uuid.uuid4().hex[:8]
         prefix = f"bench-{run_id}."
         topics = TopicNames(
@@ -96,7 +114,8 @@ class BenchEnv:
             SchemaCatalog(registry_url=base.schema_registry_url),
             base.max_message_bytes,
         )
-        return cls(settings, keyring, material, codec, run_id, progress)
+        reference_url = redis_url_with_db(base.redis_url, reference_redis_db)
+        return cls(settings, keyring, material, codec, run_id, reference_url, progress)
 
     def with_group(self, name: str) -> Settings:
         """Return the run's settings with a consumer group of its own named ``name``."""
@@ -112,9 +131,18 @@ class BenchEnv:
         """Return a snapshot store on the run's Redis database, with the run's key."""
         return SnapshotStore(self.redis(), self.keyring)
 
+    def reference_store(self) -> SnapshotStore:
+        """Return a snapshot store on the reference database, with the run's key."""
+        return SnapshotStore(connect(self.reference_redis_url), self.keyring)
+
     def flush(self) -> None:
         """Empty the run's Redis database."""
         self.redis().flushdb()
+
+    def flush_all(self) -> None:
+        """Empty the run's Redis database and the reference database."""
+        self.flush()
+        connect(self.reference_redis_url).flushdb()
 
     def keys_json(self) -> str:
         """Return the run's key as ``PREFSYNC_KEYS`` JSON, for worker subprocesses."""

@@ -1,16 +1,16 @@
 """Lookup latency: a terminal's read beside a plain redis-py GET of the same value.
 
-Both run on one Redis client, one sample after the other on the same customer's key,
-in alternating order, so drift on a busy machine hits both alike. The plain GET
-fetches exactly the stored bytes, so the value has the same size; the lookup adds
-decryption, decoding and the view a terminal shows.
+Every series is timed in the same loop, one call of each per round in rotating
+order, so a burst of load from elsewhere on the machine hits all of them alike.
+Series that share a customer list read the same customer in a round: the plain GET
+then fetches exactly the bytes the lookup decrypts, a value of the same size.
 """
 
 from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,9 +19,9 @@ from prefsync.domain.view import to_view
 from prefsync.progress import Progress
 from prefsync.store import SnapshotStore, snapshot_key
 
-__all__ = ["LookupComparison", "compare_lookup", "terminal_lookup"]
+__all__ = ["LookupFunction", "Series", "plain_get", "terminal_lookup", "time_series"]
 
-WARM_UP_LOOKUPS = 200
+WARM_UP_CALLS = 200
 
 LookupFunction = Callable[[str], Any]
 
@@ -35,52 +35,46 @@ def terminal_lookup(store: SnapshotStore) -> LookupFunction:
     return lookup
 
 
-@dataclass(frozen=True)
-class LookupComparison:
-    """Latencies of a lookup and of the plain GET of the same keys."""
-
-    lookup: Latency
-    plain_get: Latency
-    value_bytes_median: int
-
-
-def compare_lookup(
-    store: SnapshotStore,
-    lookup: LookupFunction,
-    customer_ids: list[str],
-    count: int,
-    *,
-    seed: int = 1,
-    progress: bool = True,
-) -> LookupComparison:
-    """Time ``count`` lookups and ``count`` plain GETs of random ``customer_ids``."""
-    rng = random.Random(seed)
+def plain_get(store: SnapshotStore) -> LookupFunction:
+    """Return a plain redis-py GET of a customer's stored bytes, nothing else."""
     client = store.client
-    for customer_id in rng.choices(customer_ids, k=WARM_UP_LOOKUPS):
-        lookup(customer_id)
-    lookup_s: list[float] = []
-    get_s: list[float] = []
-    sizes: list[int] = []
+
+    def get(customer_id: str) -> Any:
+        return client.get(snapshot_key(customer_id))
+
+    return get
+
+
+@dataclass(frozen=True)
+class Series:
+    """One kind of call to time, on random customers of ``customer_ids``."""
+
+    name: str
+    call: LookupFunction
+    customer_ids: Sequence[str]
+
+
+def time_series(
+    series: list[Series], count: int, *, seed: int = 1, progress: bool = True
+) -> dict[str, Latency]:
+    """Time ``count`` calls of every series, taking turns, and summarize each."""
+    rng = random.Random(seed)
+    for item in series:
+        for customer_id in rng.choices(item.customer_ids, k=WARM_UP_CALLS):
+            item.call(customer_id)
+    samples: dict[str, list[float]] = {item.name: [] for item in series}
     clock = time.perf_counter
-    with Progress("bench.lookup", count, unit="lookup", enabled=progress) as meter:
-        for index, customer_id in enumerate(rng.choices(customer_ids, k=count)):
-            key = snapshot_key(customer_id)
-            if index % 2:
+    with Progress("bench.lookup", count, unit="round", enabled=progress) as meter:
+        for index in range(count):
+            shift = index % len(series)
+            picks: dict[int, str] = {}
+            for item in series[shift:] + series[:shift]:
+                key = id(item.customer_ids)
+                if key not in picks:
+                    ids = item.customer_ids
+                    picks[key] = ids[rng.randrange(len(ids))]
                 started = clock()
-                lookup(customer_id)
-                lookup_s.append(clock() - started)
-            started = clock()
-            value = client.get(key)
-            get_s.append(clock() - started)
-            if not index % 2:
-                started = clock()
-                lookup(customer_id)
-                lookup_s.append(clock() - started)
-            sizes.append(len(value or b""))
+                item.call(picks[key])
+                samples[item.name].append(clock() - started)
             meter.advance()
-    sizes.sort()
-    return LookupComparison(
-        Latency.from_seconds(lookup_s),
-        Latency.from_seconds(get_s),
-        sizes[len(sizes) // 2],
-    )
+    return {name: Latency.from_seconds(values) for name, values in samples.items()}

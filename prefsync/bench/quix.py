@@ -23,6 +23,7 @@ message, which is less work per write than the worker's check-and-set script.
 
 from __future__ import annotations
 
+import contextlib
 import pickle
 import tempfile
 import time
@@ -39,8 +40,11 @@ from prefsync.store import SnapshotStore, snapshot_key
 
 # Quix Streams is the optional `bench` extra. It imports confluent-kafka's Schema
 # Registry client, which warns about authlib deprecations that concern neither this
-# module nor its readers.
+# module nor its readers. authlib turns its own warnings on when it is imported, so
+# it is imported first and silenced after.
 with warnings.catch_warnings():
+    with contextlib.suppress(ImportError):
+        import authlib.deprecate  # noqa: F401
     warnings.simplefilter("ignore")
     try:
         from quixstreams import Application

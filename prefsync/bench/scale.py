@@ -3,9 +3,13 @@
 The database fills with the simulator's customers in id order. Each customer's
 events are folded with prefsync's merge in this process and the snapshot is written
 through the store's check-and-set path, without Kafka, so a million customers take
-minutes, not an hour. At each scale point the run measures:
+minutes, not an hour. A second database holds the smallest point's customers for the
+whole run. At each scale point the run measures:
 
-- the lookup and plain GET latencies (see :mod:`prefsync.bench.lookup`);
+- the lookup and the plain GET on the growing database, and the lookup on the
+  second database, in one loop (see :mod:`prefsync.bench.lookup`): the p99 at N
+  customers and the p99 at the smallest point come from the same minutes, so load
+  from elsewhere on the machine cannot pass for growth;
 - ``MEMORY USAGE`` of a random sample of snapshot keys (median and p90), which
   counts the key, the value and Redis' per-key overhead;
 - the growth of ``used_memory`` since the database was emptied, per customer, which
@@ -21,8 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from prefsync.bench.env import BenchEnv, BenchError
-from prefsync.bench.lookup import LookupComparison, compare_lookup
-from prefsync.bench.stats import percentile
+from prefsync.bench.lookup import Series, plain_get, time_series
+from prefsync.bench.stats import Latency, percentile
 from prefsync.domain.events import to_change
 from prefsync.domain.snapshot import Snapshot, apply_change
 from prefsync.progress import Progress
@@ -42,8 +46,12 @@ class ScalePoint:
     """Figures measured with ``customers`` customers in Redis."""
 
     customers: int
+    reference_customers: int
     populate_s: float
-    lookups: LookupComparison
+    lookup: Latency
+    plain_get: Latency
+    reference_lookup: Latency
+    value_bytes_median: float
     memory_usage_median_bytes: float
     memory_usage_p90_bytes: float
     used_memory_per_customer_bytes: float
@@ -98,29 +106,60 @@ def populate_and_measure(
 
     ``populate_s`` of a point is the filling time up to it, measurements left out.
     """
+    targets = sorted(set(points))
+    simulator = CrmSimulator(targets[-1], seed, keep_expected=False)
+    reference = env.reference_store()
+    reference.client.flushdb()
+    small = CrmSimulator(targets[0], seed, keep_expected=False)
+    _fill(env, small, reference, [])
+    reference_ids = [small.customer_id(n) for n in range(1, targets[0] + 1)]
     env.flush()
     store = env.store()
     base_memory = int(store.client.info("memory")["used_memory"])
-    simulator = CrmSimulator(max(points), seed, keep_expected=False)
-    populator = _Populator(store)
-    targets = sorted(set(points))
     results: list[ScalePoint] = []
-    fill_s = 0.0
 
-    def measure_at(customers: int) -> None:
-        point = _measure(
-            env,
-            simulator=simulator,
-            customers=customers,
-            populate_s=fill_s,
-            base_memory=base_memory,
-            lookups=lookups,
-            lookup_factory=lookup_factory,
+    def measure_at(customers: int, populate_s: float) -> None:
+        ids = [simulator.customer_id(number) for number in range(1, customers + 1)]
+        latencies = time_series(
+            [
+                Series("lookup", lookup_factory(store), ids),
+                Series("plain_get", plain_get(store), ids),
+                Series("reference", lookup_factory(reference), reference_ids),
+            ],
+            lookups,
+            progress=env.progress,
         )
-        results.append(point)
+        memory = _memory(store, ids, base_memory)
+        results.append(
+            ScalePoint(
+                customers=customers,
+                reference_customers=targets[0],
+                populate_s=populate_s,
+                lookup=latencies["lookup"],
+                plain_get=latencies["plain_get"],
+                reference_lookup=latencies["reference"],
+                **memory,
+            )
+        )
 
+    _fill(env, simulator, store, targets, measure_at)
+    reference.client.flushdb()
+    return results
+
+
+def _fill(
+    env: BenchEnv,
+    simulator: CrmSimulator,
+    store: SnapshotStore,
+    targets: list[int],
+    measure_at: Callable[[int, float], None] | None = None,
+) -> None:
+    """Write the simulator's customers, pausing at each of ``targets`` to measure."""
+    populator = _Populator(store)
+    pending = list(targets)
+    fill_s = 0.0
     with Progress(
-        "bench.populate", max(points), unit="customer", enabled=env.progress
+        "bench.populate", simulator.customers, unit="customer", enabled=env.progress
     ) as meter:
         resumed = time.perf_counter()
         for delivery in simulator.deliveries(on_expected=populator.finish):
@@ -128,45 +167,34 @@ def populate_and_measure(
             populator.add(event.record_name, event.record)
             if populator.finished > meter.done:
                 meter.advance(populator.finished - meter.done)
-            if targets and populator.finished >= targets[0]:
+            if measure_at is not None and pending and populator.finished >= pending[0]:
                 populator.flush()
                 fill_s += time.perf_counter() - resumed
-                measure_at(targets.pop(0))
+                measure_at(pending.pop(0), fill_s)
                 resumed = time.perf_counter()
         populator.flush()
         fill_s += time.perf_counter() - resumed
         meter.advance(populator.finished - meter.done)
-    for customers in targets:
-        measure_at(customers)
-    return results
+    # The last chunk's customers finish after its last event, outside the loop.
+    for customers in pending:
+        if measure_at is not None:
+            measure_at(customers, fill_s)
 
 
-def _measure(
-    env: BenchEnv,
-    *,
-    simulator: CrmSimulator,
-    customers: int,
-    populate_s: float,
-    base_memory: int,
-    lookups: int,
-    lookup_factory: LookupFactory,
-) -> ScalePoint:
-    store = env.store()
+def _memory(store: SnapshotStore, ids: list[str], base_memory: int) -> dict[str, float]:
     client = store.client
-    ids = [simulator.customer_id(number) for number in range(1, customers + 1)]
     used_memory = int(client.info("memory")["used_memory"])
-    sample = random.Random(customers).sample(ids, min(MEMORY_SAMPLE, len(ids)))
+    sample = random.Random(len(ids)).sample(ids, min(MEMORY_SAMPLE, len(ids)))
     usage = sorted(
         float(client.memory_usage(snapshot_key(c), samples=0) or 0) for c in sample
     )
-    comparison = compare_lookup(
-        store, lookup_factory(store), ids, lookups, progress=env.progress
-    )
-    return ScalePoint(
-        customers=customers,
-        populate_s=populate_s,
-        lookups=comparison,
-        memory_usage_median_bytes=statistics.median(usage),
-        memory_usage_p90_bytes=percentile(usage, 0.9),
-        used_memory_per_customer_bytes=(used_memory - base_memory) / customers,
-    )
+    pipe = client.pipeline(transaction=False)
+    for customer_id in sample:
+        pipe.strlen(snapshot_key(customer_id))
+    sizes = sorted(float(size) for size in pipe.execute())
+    return {
+        "value_bytes_median": statistics.median(sizes),
+        "memory_usage_median_bytes": statistics.median(usage),
+        "memory_usage_p90_bytes": percentile(usage, 0.9),
+        "used_memory_per_customer_bytes": (used_memory - base_memory) / len(ids),
+    }

@@ -17,13 +17,12 @@ from confluent_kafka import KafkaException
 
 from prefsync.bench import freshness, ingest, quix, scale
 from prefsync.bench.env import BenchEnv
-from prefsync.bench.lookup import LookupFunction, compare_lookup, terminal_lookup
+from prefsync.bench.lookup import LookupFunction, terminal_lookup
 from prefsync.bench.report import Ratio, Report
 from prefsync.bench.stats import Latency
 from prefsync.cli import COMMANDS
 from prefsync.errors import PrefsyncError
 from prefsync.store import SnapshotStore
-from producers.simulator import CrmSimulator
 
 __all__ = [
     "add_ratios",
@@ -71,12 +70,13 @@ def add_ratios(report: Report, points: list[int]) -> None:
         Ratio("peer.worker_over_quix", "worker / Quix Streams build",
               "ingest.worker_eps", "peer.quix_eps", WORKER_OVER_QUIX_MIN),
         Ratio("lookup.rules_over_get", "lookup with rules p99 / plain GET p99",
-              "lookup.rules_p99_us", "lookup.get_p99_us", LOOKUP_OVER_GET_MAX, True),
+              "lookup.rules_p99_us", "lookup.rules_get_p99_us", LOOKUP_OVER_GET_MAX,
+              True),
         Ratio("lookup.read_over_get", "terminal read p99 / plain GET p99",
               "lookup.read_p99_us", "lookup.get_p99_us", LOOKUP_OVER_GET_MAX, True),
         Ratio("scale.p99_growth", f"lookup p99 at {high:,} / at {low:,} customers",
-              f"scale.{high}.lookup_p99_us" if high > low else "scale.none",
-              f"scale.{low}.lookup_p99_us", P99_GROWTH_MAX, True),
+              f"scale.{high}.lookup_p99_us", f"scale.{high}.reference_p99_us",
+              P99_GROWTH_MAX, True),
         Ratio("scale.memory_per_customer",
               f"Redis bytes per median customer at {high:,}",
               f"scale.{high}.memory_median_bytes", None,
@@ -178,13 +178,29 @@ def scale_rows(env: BenchEnv, report: Report, args: argparse.Namespace) -> None:
         rows.append(
             (f"scale.{customers}.lookup_p99_us", "scale", f"{customers:,}: lookup p99")
         )
+    factory, reason = rules_lookup_factory()
     with _unless_failed(report, rows):
         results = scale.populate_and_measure(
             env, points, args.seed, args.lookups, terminal_lookup
         )
-        _lookup_rows(report, results[0], env)
+        _lookup_rows(report, results[0])
         for point in results:
             _scale_point_rows(report, point)
+        if factory is None:
+            report.not_available(
+                "lookup.rules_p99_us", "lookup", f"{RULES_LABEL} p99", reason
+            )
+        else:
+            rules = scale.populate_and_measure(
+                env, points[:1], args.seed, args.lookups, factory
+            )
+            _latency_rows(report, "rules", RULES_LABEL, rules[0].lookup)
+            _latency_rows(
+                report, "rules_get", "plain GET beside it", rules[0].plain_get
+            )
+
+
+RULES_LABEL = "lookup with decryption and rules"
 
 
 def _latency_rows(
@@ -201,33 +217,17 @@ def _latency_rows(
         note = ""
 
 
-def _lookup_rows(report: Report, point: scale.ScalePoint, env: BenchEnv) -> None:
+def _lookup_rows(report: Report, point: scale.ScalePoint) -> None:
     at = f"at {point.customers:,} customers"
-    _latency_rows(report, "read", "terminal read", point.lookups.lookup, at)
-    _latency_rows(report, "get", "plain GET, same key", point.lookups.plain_get)
+    _latency_rows(report, "read", "terminal read", point.lookup, at)
+    _latency_rows(report, "get", "plain GET, same key", point.plain_get)
     report.add(
         "lookup.value_bytes",
         "lookup",
         "stored value, median",
-        point.lookups.value_bytes_median,
+        point.value_bytes_median,
         unit="bytes",
     )
-    _rules_rows(report, point, env)
-
-
-def _rules_rows(report: Report, point: scale.ScalePoint, env: BenchEnv) -> None:
-    factory, reason = rules_lookup_factory()
-    label = "lookup with decryption and rules"
-    if factory is None:
-        report.not_available("lookup.rules_p99_us", "lookup", f"{label} p99", reason)
-        return
-    store = env.store()
-    simulator = CrmSimulator(point.customers)
-    ids = [simulator.customer_id(n) for n in range(1, point.customers + 1)]
-    result = compare_lookup(
-        store, factory(store), ids, point.lookups.lookup.samples, progress=env.progress
-    )
-    _latency_rows(report, "rules", label, result.lookup)
 
 
 def rules_lookup_factory() -> tuple[
@@ -241,10 +241,12 @@ def rules_lookup_factory() -> tuple[
 
 def _scale_point_rows(report: Report, point: scale.ScalePoint) -> None:
     prefix, n = f"scale.{point.customers}", f"{point.customers:,}"
+    reference = f"lookup p99 at {point.reference_customers:,}, same minutes"
     rows = (
         ("populate_s", "time to fill, no Kafka", point.populate_s, "s"),
-        ("lookup_p99_us", "terminal read p99", point.lookups.lookup.p99_us, "us"),
-        ("get_p99_us", "plain GET p99", point.lookups.plain_get.p99_us, "us"),
+        ("lookup_p99_us", "terminal read p99", point.lookup.p99_us, "us"),
+        ("get_p99_us", "plain GET p99", point.plain_get.p99_us, "us"),
+        ("reference_p99_us", reference, point.reference_lookup.p99_us, "us"),
         (
             "memory_median_bytes",
             "MEMORY USAGE per key, median",
