@@ -114,9 +114,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--repeat",
         type=_positive_int,
-        default=2,
+        default=3,
         help="runs of each ingest contender, taking turns; the best rate counts "
-        "(default 2)",
+        "(default 3)",
     )
     parser.add_argument(
         "--freshness-rate",

@@ -68,6 +68,7 @@ class BenchEnv:
     run_id: str
     reference_redis_url: str
     progress: bool = True
+    groups_created: int = 0
 
     @classmethod
     def create(
@@ -118,10 +119,14 @@ class BenchEnv:
         return cls(settings, keyring, material, codec, run_id, reference_url, progress)
 
     def with_group(self, name: str) -> Settings:
-        """Return the run's settings with a consumer group of its own named ``name``."""
-        return dataclasses.replace(
-            self.settings, consumer_group=f"bench-{self.run_id}.{name}"
-        )
+        """Return the run's settings with a new consumer group, ``name`` plus a number.
+
+        Every call gets a group that has committed nothing, so a repeated contender
+        reads the topics from the beginning again.
+        """
+        self.groups_created += 1
+        group = f"bench-{self.run_id}.{name}-{self.groups_created}"
+        return dataclasses.replace(self.settings, consumer_group=group)
 
     def redis(self) -> redis.Redis:
         """Return a new client of the run's Redis database."""

@@ -43,7 +43,7 @@ def _args(path: Path) -> argparse.Namespace:
             "--customers=150",
             "--scale=100,200",
             "--lookups=300",
-            "--repeat=1",
+            "--repeat=2",
             "--freshness-rate=50",
             "--freshness-seconds=2",
             f"--redis-db={TEST_REDIS_DB}",
