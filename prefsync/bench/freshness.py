@@ -18,10 +18,11 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 
 from prefsync.bench.env import BenchEnv, BenchError
 from prefsync.bench.stats import Latency
+from prefsync.config import Settings
 from prefsync.domain.events import LOYALTY_RECORD
 from prefsync.progress import Progress
 from prefsync.store import SnapshotStore, snapshot_key
@@ -32,6 +33,7 @@ POLL_INTERVAL_S = 0.001
 WARM_UP_TIMEOUT_S = 90.0
 DRAIN_TIMEOUT_S = 30.0
 WORKER_STOP_TIMEOUT_S = 30.0
+METADATA_TIMEOUT_S = 30.0
 FIRST_OCCURRED_AT_MS = 1_760_000_000_000
 
 
@@ -63,6 +65,7 @@ def freshness(env: BenchEnv, rate_per_s: float, seconds: float) -> FreshnessResu
     """
     env.flush()
     settings = env.with_group("freshness")
+    _skip_backlog(settings)
     worker = subprocess.Popen(
         [sys.executable, "-m", "prefsync.cli", "--log-level", "warning", "worker"],
         env=env.subprocess_env(settings),
@@ -82,6 +85,34 @@ def freshness(env: BenchEnv, rate_per_s: float, seconds: float) -> FreshnessResu
         except subprocess.TimeoutExpired:
             worker.kill()
             worker.wait()
+
+
+def _skip_backlog(settings: Settings) -> None:
+    """Commit the end of every input partition for the worker's group.
+
+    The ingest section leaves its stream in the topics; a worker that read it first
+    would make the probe events wait behind it.
+    """
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "group.id": settings.consumer_group,
+            "enable.auto.commit": False,
+        }
+    )
+    try:
+        metadata = consumer.list_topics(timeout=METADATA_TIMEOUT_S)
+        ends = []
+        for topic in settings.topics.inputs():
+            for partition in metadata.topics[topic].partitions:
+                tp = TopicPartition(topic, partition)
+                _, high = consumer.get_watermark_offsets(tp, METADATA_TIMEOUT_S)
+                if high > 0:
+                    ends.append(TopicPartition(topic, partition, high))
+        if ends:
+            consumer.commit(offsets=ends, asynchronous=False)
+    finally:
+        consumer.close()
 
 
 def _event(env: BenchEnv, customer_id: str, sequence: int) -> bytes:
