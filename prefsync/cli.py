@@ -25,6 +25,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "worker": ("prefsync.commands.worker", "consume CRM events into Redis snapshots"),
     "lookup": ("prefsync.commands.lookup", "print one customer's preferences"),
     "demo": ("prefsync.demo", "run the whole pipeline on the local stack"),
+    "api": ("prefsync.commands.api", "serve the terminal HTTP API"),
+    "terminals": ("prefsync.commands.terminals", "register terminals and their tokens"),
     "bench": ("prefsync.bench.command", "measure throughput, latency and memory"),
 }
 
@@ -34,13 +36,27 @@ def _build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
         prog="prefsync",
         description="Sync CRM customer preferences to Redis and apply them at the POS.",
     )
+    # The option is accepted before and after the subcommand; SUPPRESS keeps a
+    # subcommand's missing option from overwriting the value given before it.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--log-level",
+        choices=("debug", "info", "warning", "error"),
+        default=argparse.SUPPRESS,
+        help="log level (default: PREFSYNC_LOG_LEVEL, else info)",
+    )
     parser.add_argument(
-        "--log-level", default=None, help="debug, info, warning or error (default info)"
+        "--log-level",
+        choices=("debug", "info", "warning", "error"),
+        default=None,
+        help="log level (default: PREFSYNC_LOG_LEVEL, else info)",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     wanted = next((a for a in argv if a in COMMANDS), None)
     for name, (module_name, help_text) in COMMANDS.items():
-        sub = subparsers.add_parser(name, help=help_text, description=help_text)
+        sub = subparsers.add_parser(
+            name, help=help_text, description=help_text, parents=[common]
+        )
         # Only the chosen command's module is imported to add its options.
         if name == wanted:
             importlib.import_module(module_name).configure_parser(sub)

@@ -53,6 +53,26 @@ class Settings:
     key_file: Path | None = None
     stack_dir: Path = Path(".stack")
     log_level: str = "info"
+    api_host: str = "127.0.0.1"
+    api_port: int = 8080
+    api_rate_per_s: float = 20.0
+    api_rate_burst: int = 40
+    terminals_file: Path | None = None
+    pseudonym_key_file: Path | None = None
+
+    def __post_init__(self) -> None:
+        for name, (low, high) in _BOUNDS.items():
+            value = getattr(self, name)
+            if not low <= value <= high:
+                raise ConfigError(
+                    f"invalid {ENV_PREFIX}{name.upper()} {value}: "
+                    f"expected a value from {low} to {high}"
+                )
+        if self.log_level.lower() not in _LOG_LEVELS:
+            raise ConfigError(
+                f"invalid {ENV_PREFIX}LOG_LEVEL {self.log_level!r}: "
+                f"expected one of {', '.join(_LOG_LEVELS)}"
+            )
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -61,7 +81,7 @@ class Settings:
         Topic names use ``PREFSYNC_TOPIC_<NAME>``, e.g. ``PREFSYNC_TOPIC_PROFILE``.
 
         Raises:
-            ConfigError: a variable holds a value of the wrong type.
+            ConfigError: a variable holds a value of the wrong type or out of range.
         """
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
@@ -83,13 +103,40 @@ class Settings:
         """Return ``key_file`` if set, else ``keys.json`` in the stack folder."""
         return self.key_file or self.stack_dir / "keys.json"
 
+    @property
+    def terminals_path(self) -> Path:
+        """Return the terminals file: ``terminals_file``, else in the stack folder."""
+        return self.terminals_file or self.stack_dir / "terminals.json"
+
+    @property
+    def pseudonym_key_path(self) -> Path:
+        """Return the pseudonym key file: ``pseudonym_key_file``, else in the stack
+        folder."""
+        return self.pseudonym_key_file or self.stack_dir / "pseudonym.key"
+
     def redacted(self) -> dict[str, Any]:
         """Return the settings as a dict that is safe to log (no URL credentials)."""
         data = asdict(self)
         data["redis_url"] = _strip_password(self.redis_url)
         data["key_file"] = str(self.key_path)
+        data["terminals_file"] = str(self.terminals_path)
+        data["pseudonym_key_file"] = str(self.pseudonym_key_path)
         data["stack_dir"] = str(self.stack_dir)
         return data
+
+
+# Inclusive ranges of numeric settings; values outside them are configuration errors.
+_BOUNDS: dict[str, tuple[float, float]] = {
+    "topic_partitions": (1, 1_000),
+    "batch_max_messages": (1, 100_000),
+    "poll_timeout_s": (0.001, 60),
+    "redis_retry_max_delay_s": (0.01, 300),
+    "max_message_bytes": (1_024, 16 * 1024 * 1024),
+    "api_port": (0, 65_535),
+    "api_rate_per_s": (0.001, 1_000_000),
+    "api_rate_burst": (1, 1_000_000),
+}
+_LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 def _parse(name: str, raw: str, type_name: Any) -> Any:

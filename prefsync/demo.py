@@ -1,8 +1,10 @@
-"""``prefsync demo``: simulate the CRM, run the worker to the end of the stream, verify.
+"""``prefsync demo``: simulate the CRM, run the worker to the end of the stream, verify,
+then ring up simulated checkouts through the terminal API.
 
 Prints events consumed, customers stored, dead-lettered messages, events per second,
-whether every customer in Redis equals the simulator's expected state, and one sample
-lookup with payment details masked.
+whether every customer in Redis equals the simulator's expected state, one sample
+lookup with payment details masked, and the checkout summary of
+:mod:`prefsync.checkout_demo`.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import argparse
 import json
 import time
 
+from prefsync.checkout_demo import print_checkout_summary, run_checkouts
 from prefsync.config import Settings
 from prefsync.crypto import Keyring, generate_key_file
 from prefsync.domain.view import masked_view, to_view
@@ -32,6 +35,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--seed", type=int, default=7, help="simulator seed (default 7)"
+    )
+    parser.add_argument(
+        "--checkouts",
+        type=int,
+        default=300,
+        help="simulated checkouts through the terminal API (default 300, 0 skips)",
     )
 
 
@@ -73,4 +82,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if sample_id is not None:
         print(f"\nsample lookup: prefsync lookup {sample_id}")
         print(json.dumps(masked_view(to_view(worker.store.read(sample_id))), indent=2))
+    if args.checkouts > 0:
+        checkouts = run_checkouts(settings, sorted(expected), args.checkouts, args.seed)
+        print_checkout_summary(checkouts)
     return 0 if comparison.ok else 1

@@ -57,10 +57,14 @@ def server_command(
         str(data_dir),
         "--logfile",
         str(log_path),
+        # Snapshots are off, and the append-only file is synced once a second, so a
+        # Redis restart (including the tests that restart it) keeps the data.
         "--save",
         "",
         "--appendonly",
-        "no",
+        "yes",
+        "--appendfsync",
+        "everysec",
     ]
     if cluster:
         command += [

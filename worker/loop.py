@@ -20,6 +20,7 @@ from __future__ import annotations
 import signal
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from types import FrameType
 from typing import Any
@@ -108,6 +109,9 @@ class Worker:
         self._idle_since = time.monotonic()
         self.assignment: set[tuple[str, int]] = set()
         self._at_end: set[tuple[str, int]] = set()
+        # Extra checks of each decoded event; one raising ValidationError
+        # dead-letters the message (see prefsync.defaults.enforce).
+        self.event_checks: list[Callable[[Message, dict[str, Any]], None]] = []
 
     def stop(self, signum: int | None = None, _frame: FrameType | None = None) -> None:
         """Ask the loop to finish the current batch, commit and return."""
@@ -204,6 +208,8 @@ class Worker:
             try:
                 _, record_name, record = self.codec.decode(message.value())
                 change = to_change(record_name, record)
+                for check in self.event_checks:
+                    check(message, record)
                 key = message.key()
                 if (
                     key is not None

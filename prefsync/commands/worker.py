@@ -6,6 +6,8 @@ import argparse
 import json
 
 from prefsync.config import Settings
+from prefsync.defaults.enforce import TerminalWritePolicy
+from prefsync.defaults.watcher import DefaultsWatcher
 from prefsync.kafka_admin import ensure_topics
 from worker.main import build_worker
 
@@ -25,7 +27,15 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     """Consume until stopped and print the final counters as JSON."""
     ensure_topics(settings)
     worker = build_worker(settings)
+    # Defaults changes reach the running worker through the watcher thread.
+    watcher = DefaultsWatcher(settings).start()
+    worker.event_checks.append(
+        TerminalWritePolicy(watcher, settings.topics.terminal_updates)
+    )
     worker.install_signal_handlers()
-    stats = worker.run(until_caught_up=args.until_caught_up)
+    try:
+        stats = worker.run(until_caught_up=args.until_caught_up)
+    finally:
+        watcher.stop()
     print(json.dumps(stats.as_dict()))
     return 0

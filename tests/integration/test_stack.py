@@ -226,6 +226,10 @@ def test_up_twice_keeps_processes(running_stack: stack.StackConfig) -> None:
 @pytest.mark.integration
 @pytest.mark.slow
 def test_redis_stop_and_start(running_stack: stack.StackConfig) -> None:
+    """A stopped Redis starts again with the data written before the stop."""
+    before = redis.Redis.from_url(running_stack.redis_url)
+    before.set("stack-test-durable", "kept")
+    before.close()
     assert stack.redis_stop(running_stack)
     assert not stack_redis.probe(running_stack.redis_port)
     assert not stack.redis_stop(running_stack)
@@ -235,6 +239,8 @@ def test_redis_stop_and_start(running_stack: stack.StackConfig) -> None:
     client = redis.Redis.from_url(running_stack.redis_url)
     try:
         assert client.ping()
+        assert client.get("stack-test-durable") == b"kept"
+        client.delete("stack-test-durable")
     finally:
         client.close()
 

@@ -1,0 +1,1 @@
+"""Admin defaults: layers, their precedence, and their distribution through Kafka."""
