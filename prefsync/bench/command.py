@@ -6,14 +6,14 @@ Sections, in the order they run:
   stream (:mod:`prefsync.bench.ingest`);
 - ``peer``: the Quix Streams build on the same stream (:mod:`prefsync.bench.quix`);
 - ``freshness``: produce-to-readable latency at a steady rate;
-- ``scale``: lookup latency beside a plain GET, and Redis memory per customer, at
-  each ``--scale`` point (:mod:`prefsync.bench.scale`);
-- ``http``: HTTP apply at a fixed rate, and ``rebuild``: rebuilding Redis, both
-  reported as not available when this build lacks them.
+- ``scale``: the terminal read and the lookup with rules beside a plain GET, and
+  Redis memory per customer, at each ``--scale`` point (:mod:`prefsync.bench.scale`);
+- ``rebuild``: rebuilding Redis from the snapshot topic, when the build has it;
+- ``http``: HTTP apply at a fixed rate (:mod:`prefsync.bench.checkout`).
 
 A section that fails is reported as not available with the error, and the others
-still run. The run uses topics and a Redis database of its own (``--redis-db``,
-emptied before each measurement).
+still run. The run uses topics and Redis databases of its own (``--redis-db`` and
+``--reference-redis-db``, emptied before each measurement).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ __all__ = ["SECTIONS", "configure_parser", "run"]
 
 log = structlog.get_logger()
 
-SECTIONS = ("ingest", "peer", "freshness", "scale", "http", "rebuild")
+SECTIONS = ("ingest", "peer", "freshness", "scale", "rebuild", "http")
 DEFAULT_REDIS_DB = 15
 DEFAULT_REFERENCE_REDIS_DB = 14
 
@@ -192,8 +192,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         ("ingest", lambda: sections.ingest_and_peer(env, report, args)),
         ("freshness", lambda: sections.freshness_rows(env, report, args)),
         ("scale", lambda: sections.scale_rows(env, report, args)),
-        ("http", lambda: sections.http_rows(env, report, args)),
         ("rebuild", lambda: sections.rebuild_rows(env, report, args)),
+        ("http", lambda: sections.http_rows(env, report, args)),
     ]
     try:
         env.create_topics()

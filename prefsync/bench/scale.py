@@ -33,7 +33,7 @@ from prefsync.progress import Progress
 from prefsync.store import SnapshotStore, snapshot_key
 from producers.simulator import CrmSimulator
 
-__all__ = ["ScalePoint", "populate_and_measure"]
+__all__ = ["ScalePoint", "ensure_customers", "populate_and_measure"]
 
 WRITE_BATCH = 1000
 MEMORY_SAMPLE = 2000
@@ -51,6 +51,7 @@ class ScalePoint:
     lookup: Latency
     plain_get: Latency
     reference_lookup: Latency
+    rules_lookup: Latency | None
     value_bytes_median: float
     memory_usage_median_bytes: float
     memory_usage_p90_bytes: float
@@ -98,13 +99,17 @@ class _Populator:
 def populate_and_measure(
     env: BenchEnv,
     points: list[int],
+    *,
     seed: int,
     lookups: int,
     lookup_factory: LookupFactory,
+    rules_factory: LookupFactory | None = None,
 ) -> list[ScalePoint]:
     """Fill the database up to each of ``points`` customers and measure there.
 
     ``populate_s`` of a point is the filling time up to it, measurements left out.
+    ``rules_factory``, when given, adds the lookup with rules to the first point's
+    loop, so its p99 and the plain GET's come from the same minutes.
     """
     targets = sorted(set(points))
     simulator = CrmSimulator(targets[-1], seed, keep_expected=False)
@@ -120,15 +125,14 @@ def populate_and_measure(
 
     def measure_at(customers: int, populate_s: float) -> None:
         ids = [simulator.customer_id(number) for number in range(1, customers + 1)]
-        latencies = time_series(
-            [
-                Series("lookup", lookup_factory(store), ids),
-                Series("plain_get", plain_get(store), ids),
-                Series("reference", lookup_factory(reference), reference_ids),
-            ],
-            lookups,
-            progress=env.progress,
-        )
+        series = [
+            Series("lookup", lookup_factory(store), ids),
+            Series("plain_get", plain_get(store), ids),
+            Series("reference", lookup_factory(reference), reference_ids),
+        ]
+        if rules_factory is not None and not results:
+            series.append(Series("rules", rules_factory(store), ids))
+        latencies = time_series(series, lookups, progress=env.progress)
         memory = _memory(store, ids, base_memory)
         results.append(
             ScalePoint(
@@ -138,6 +142,7 @@ def populate_and_measure(
                 lookup=latencies["lookup"],
                 plain_get=latencies["plain_get"],
                 reference_lookup=latencies["reference"],
+                rules_lookup=latencies.get("rules"),
                 **memory,
             )
         )
@@ -145,6 +150,18 @@ def populate_and_measure(
     _fill(env, simulator, store, targets, measure_at)
     reference.client.flushdb()
     return results
+
+
+def ensure_customers(env: BenchEnv, customers: int, seed: int) -> list[str]:
+    """Return the ids of the first ``customers`` customers, filling an empty database.
+
+    After the scale section the database already holds them.
+    """
+    simulator = CrmSimulator(customers, seed, keep_expected=False)
+    store = env.store()
+    if not store.client.dbsize():
+        _fill(env, simulator, store, [])
+    return [simulator.customer_id(number) for number in range(1, customers + 1)]
 
 
 def _fill(

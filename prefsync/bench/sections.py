@@ -7,22 +7,20 @@ rows as not available with the error, so one broken part does not hide the rest.
 from __future__ import annotations
 
 import argparse
-import importlib.util
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 import redis
 import structlog
 from confluent_kafka import KafkaException
 
-from prefsync.bench import freshness, ingest, quix, scale
+from prefsync.bench import checkout, freshness, ingest, quix, scale
 from prefsync.bench.env import BenchEnv
-from prefsync.bench.lookup import LookupFunction, terminal_lookup
+from prefsync.bench.lookup import terminal_lookup
 from prefsync.bench.report import Ratio, Report
 from prefsync.bench.stats import Latency
 from prefsync.cli import COMMANDS
 from prefsync.errors import PrefsyncError
-from prefsync.store import SnapshotStore
 
 __all__ = [
     "add_ratios",
@@ -70,8 +68,7 @@ def add_ratios(report: Report, points: list[int]) -> None:
         Ratio("peer.worker_over_quix", "worker / Quix Streams build",
               "ingest.worker_eps", "peer.quix_eps", WORKER_OVER_QUIX_MIN),
         Ratio("lookup.rules_over_get", "lookup with rules p99 / plain GET p99",
-              "lookup.rules_p99_us", "lookup.rules_get_p99_us", LOOKUP_OVER_GET_MAX,
-              True),
+              "lookup.rules_p99_us", "lookup.get_p99_us", LOOKUP_OVER_GET_MAX, True),
         Ratio("lookup.read_over_get", "terminal read p99 / plain GET p99",
               "lookup.read_p99_us", "lookup.get_p99_us", LOOKUP_OVER_GET_MAX, True),
         Ratio("scale.p99_growth", f"lookup p99 at {high:,} / at {low:,} customers",
@@ -178,26 +175,18 @@ def scale_rows(env: BenchEnv, report: Report, args: argparse.Namespace) -> None:
         rows.append(
             (f"scale.{customers}.lookup_p99_us", "scale", f"{customers:,}: lookup p99")
         )
-    factory, reason = rules_lookup_factory()
     with _unless_failed(report, rows):
         results = scale.populate_and_measure(
-            env, points, args.seed, args.lookups, terminal_lookup
+            env,
+            points,
+            seed=args.seed,
+            lookups=args.lookups,
+            lookup_factory=terminal_lookup,
+            rules_factory=checkout.rules_lookup,
         )
         _lookup_rows(report, results[0])
         for point in results:
             _scale_point_rows(report, point)
-        if factory is None:
-            report.not_available(
-                "lookup.rules_p99_us", "lookup", f"{RULES_LABEL} p99", reason
-            )
-        else:
-            rules = scale.populate_and_measure(
-                env, points[:1], args.seed, args.lookups, factory
-            )
-            _latency_rows(report, "rules", RULES_LABEL, rules[0].lookup)
-            _latency_rows(
-                report, "rules_get", "plain GET beside it", rules[0].plain_get
-            )
 
 
 RULES_LABEL = "lookup with decryption and rules"
@@ -228,15 +217,8 @@ def _lookup_rows(report: Report, point: scale.ScalePoint) -> None:
         point.value_bytes_median,
         unit="bytes",
     )
-
-
-def rules_lookup_factory() -> tuple[
-    Callable[[SnapshotStore], LookupFunction] | None, str
-]:
-    """Return a factory of the in-process lookup with rules, or None and why."""
-    if importlib.util.find_spec("prefsync.api") is None:
-        return None, "this build has no checkout API (prefsync.api)"
-    return None, "prefsync.api has no in-process lookup with rules"
+    if point.rules_lookup is not None:
+        _latency_rows(report, "rules", RULES_LABEL, point.rules_lookup)
 
 
 def _scale_point_rows(report: Report, point: scale.ScalePoint) -> None:
@@ -271,11 +253,26 @@ def _scale_point_rows(report: Report, point: scale.ScalePoint) -> None:
 
 
 def http_rows(env: BenchEnv, report: Report, args: argparse.Namespace) -> None:
-    """Measure HTTP apply at ``--http-rate``, when the build has the endpoint."""
-    if importlib.util.find_spec("prefsync.api") is None:
-        reason = "this build has no checkout API (prefsync.api)"
-        report.not_available("http.rps", "http", "HTTP apply, achieved rate", reason)
-        report.not_available("http.p99_ms", "http", "HTTP apply p99", reason)
+    """Send HTTP apply requests at ``--http-rate`` to ``prefsync api``."""
+    rate = f"{args.http_rate:g}"
+    rows = [
+        ("http.rps", "http", f"HTTP apply at {rate} requests/s, achieved"),
+        ("http.p50_ms", "http", "HTTP apply p50, from the due time"),
+        ("http.p99_ms", "http", "HTTP apply p99, from the due time"),
+    ]
+    with _unless_failed(report, rows):
+        ids = scale.ensure_customers(env, args.scale[0], args.seed)
+        result = checkout.http_apply(env, ids, args.http_rate, args.http_seconds)
+        note = f"{result.ok} of {result.sent} answered 200"
+        if result.errors:
+            note += f", others by status {result.errors}"
+        report.add(*rows[0], result.achieved_rate_per_s, unit="requests/s", note=note)
+        if result.latency is None:
+            for row in rows[1:]:
+                report.not_available(*row, "no request succeeded")
+            return
+        report.add(*rows[1], result.latency.p50_us / 1000, unit="ms")
+        report.add(*rows[2], result.latency.p99_us / 1000, unit="ms")
 
 
 def rebuild_rows(env: BenchEnv, report: Report, args: argparse.Namespace) -> None:
