@@ -161,7 +161,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "--reference-redis-db",
         type=int,
         default=DEFAULT_REFERENCE_REDIS_DB,
-        help="Redis database that holds the smallest scale point during the scale "
+        help="Redis database that contains the smallest scale point during the scale "
         f"section, emptied too (default {DEFAULT_REFERENCE_REDIS_DB})",
     )
     parser.add_argument(

@@ -81,7 +81,7 @@ class BenchEnv:
     ) -> BenchEnv:
         """Derive the run's settings from ``base``: prefixed topics, ``redis_db``.
 
-        ``reference_redis_db`` holds the smallest scale point during the scale
+        ``reference_redis_db`` contains the smallest scale point during the scale
         section; it must differ from ``redis_db``.
 
         Raises:

@@ -49,7 +49,7 @@ def time_rebuild(env: BenchEnv, module: ModuleType) -> RebuildResult:
     """Copy Redis to the snapshot topic, empty Redis and time the rebuild.
 
     Raises:
-        BenchError: Redis holds no snapshot, or the rebuild lost some.
+        BenchError: Redis contains no snapshot, or the rebuild lost some.
     """
     store = env.store()
     copied, sample_ids = _copy_to_topic(env, store)

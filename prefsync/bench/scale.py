@@ -3,7 +3,7 @@
 The database fills with the simulator's customers in id order. Each customer's
 events are folded with prefsync's merge in this process and the snapshot is written
 through the store's check-and-set path, without Kafka, so a million customers take
-minutes, not an hour. A second database holds the smallest point's customers for the
+minutes, not an hour. A second database contains the smallest point's customers for the
 whole run. At each scale point the run measures:
 
 - the lookup and the plain GET on the growing database, and the lookup on the
@@ -155,7 +155,7 @@ def populate_and_measure(
 def ensure_customers(env: BenchEnv, customers: int, seed: int) -> list[str]:
     """Return the ids of the first ``customers`` customers, filling an empty database.
 
-    After the scale section the database already holds them.
+    After the scale section the database already contains them.
     """
     simulator = CrmSimulator(customers, seed, keep_expected=False)
     store = env.store()
