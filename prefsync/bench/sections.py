@@ -76,6 +76,9 @@ def add_ratios(report: Report, points: list[int]) -> None:
         Ratio("scale.p99_growth", f"lookup p99 at {high:,} / at {low:,} customers",
               f"scale.{high}.lookup_p99_us", f"scale.{high}.reference_p99_us",
               P99_GROWTH_MAX, True),
+        # Two databases with the same customers: how far p99 ratios move by noise.
+        Ratio("scale.p99_control", f"control: same {low:,} customers, two databases",
+              f"scale.{low}.lookup_p99_us", f"scale.{low}.reference_p99_us", None),
         Ratio("scale.memory_per_customer",
               f"Redis bytes per median customer at {high:,}",
               f"scale.{high}.memory_median_bytes", None,
