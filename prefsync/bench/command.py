@@ -168,6 +168,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "--json", type=Path, metavar="PATH", help="also write the results to PATH"
     )
     parser.add_argument(
+        "--markdown",
+        type=Path,
+        metavar="PATH",
+        help="also write the tables as Markdown to PATH, for docs/benchmarks.md",
+    )
+    parser.add_argument(
         "--no-progress",
         action="store_true",
         help="show no progress bars and log no progress lines",
@@ -210,6 +216,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.json is not None:
         report.write_json(args.json)
         print(f"\nwrote {args.json}")
+    if args.markdown is not None:
+        args.markdown.write_text(report.render_markdown() + "\n")
+        print(f"wrote {args.markdown}")
     return 0
 
 
@@ -227,7 +236,9 @@ def _skipped(step: str, skip: list[str]) -> bool:
 
 
 def _parameters(args: argparse.Namespace, env: BenchEnv) -> dict[str, object]:
-    values = {k: v for k, v in vars(args).items() if k not in {"command", "json"}}
+    values = {
+        k: v for k, v in vars(args).items() if k not in {"command", "json", "markdown"}
+    }
     values["batch_max_messages"] = env.settings.batch_max_messages
     values["poll_timeout_s"] = env.settings.poll_timeout_s
     values["redis_url"] = env.settings.redacted()["redis_url"]

@@ -150,6 +150,26 @@ class Report:
             lines.append(_columns(columns, (52, 8, 8)) + "  " + met)
         return "\n".join(lines)
 
+    def render_markdown(self) -> str:
+        """Return the rows and ratios as two Markdown tables, for a docs page."""
+        lines = [
+            "| section | measurement | value | unit | note |",
+            "| --- | --- | ---: | --- | --- |",
+        ]
+        for row in self.rows.values():
+            value = "n/a" if row.value is None else _number(row.value)
+            lines.append(
+                f"| {row.section} | {row.label} | {value} | {row.unit} | {row.note} |"
+            )
+        lines += ["", "| ratio | value | target | met |", "| --- | ---: | --- | --- |"]
+        for ratio in self.ratios:
+            value = "n/a" if ratio.value is None else _number(ratio.value)
+            met = {True: "yes", False: "**no**", None: "n/a"}[ratio.met]
+            if ratio.target is None:
+                met = "-"
+            lines.append(f"| {ratio.label} | {value} | {ratio.target_text} | {met} |")
+        return "\n".join(lines)
+
 
 def _columns(values: tuple[str, ...], widths: tuple[int, ...]) -> str:
     parts = []

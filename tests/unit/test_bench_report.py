@@ -101,3 +101,10 @@ def test_json_round_trip(tmp_path: Path) -> None:
     ]
     assert data["ratios"][1]["target_text"] == "<= 512"
     assert data["ratios"][0]["met"] is True
+
+
+def test_markdown_tables() -> None:
+    """The Markdown form has a row per measurement and a bold miss."""
+    text = _report().render_markdown()
+    assert "| ingest | worker | 900 | events/s |  |" in text
+    assert "| bytes | 600 | <= 512 | **no** |" in text
