@@ -4,7 +4,7 @@ The database fills with the simulator's customers in id order. Each customer's
 events are folded with prefsync's merge in this process and the snapshot is written
 through the store's check-and-set path, without Kafka, so a million customers take
 minutes, not an hour. A second database contains the smallest point's customers for the
-whole run. At each scale point the run measures:
+whole run (at most 10,000 of them). At each scale point the run measures:
 
 - the lookup and the plain GET on the growing database, and the lookup on the
   second database, in one loop (see :mod:`prefsync.bench.lookup`): the p99 at N
@@ -33,10 +33,16 @@ from prefsync.progress import Progress
 from prefsync.store import SnapshotStore, snapshot_key
 from producers.simulator import CrmSimulator
 
-__all__ = ["ScalePoint", "ensure_customers", "populate_and_measure"]
+__all__ = [
+    "ScalePoint",
+    "ensure_customers",
+    "populate_and_measure",
+    "reference_size",
+]
 
 WRITE_BATCH = 1000
 MEMORY_SAMPLE = 2000
+REFERENCE_MAX_CUSTOMERS = 10_000
 
 LookupFactory = Callable[[SnapshotStore], Callable[[str], object]]
 
@@ -115,9 +121,9 @@ def populate_and_measure(
     simulator = CrmSimulator(targets[-1], seed, keep_expected=False)
     reference = env.reference_store()
     reference.client.flushdb()
-    small = CrmSimulator(targets[0], seed, keep_expected=False)
+    small = CrmSimulator(reference_size(points), seed, keep_expected=False)
     _fill(env, small, reference, [])
-    reference_ids = [small.customer_id(n) for n in range(1, targets[0] + 1)]
+    reference_ids = [small.customer_id(n) for n in range(1, small.customers + 1)]
     env.flush()
     store = env.store()
     base_memory = int(store.client.info("memory")["used_memory"])
@@ -137,7 +143,7 @@ def populate_and_measure(
         results.append(
             ScalePoint(
                 customers=customers,
-                reference_customers=targets[0],
+                reference_customers=small.customers,
                 populate_s=populate_s,
                 lookup=latencies["lookup"],
                 plain_get=latencies["plain_get"],
@@ -150,6 +156,12 @@ def populate_and_measure(
     _fill(env, simulator, store, targets, measure_at)
     reference.client.flushdb()
     return results
+
+
+def reference_size(points: list[int]) -> int:
+    """Return the customers of the reference database: the smallest point, at most
+    ``REFERENCE_MAX_CUSTOMERS``, the size the growth target compares with."""
+    return min(*points, REFERENCE_MAX_CUSTOMERS)
 
 
 def ensure_customers(env: BenchEnv, customers: int, seed: int) -> list[str]:

@@ -75,6 +75,7 @@ def test_bench_tiny_run(settings: Settings, tmp_path: Path) -> None:
     assert ratios["ingest.worker_over_ceiling"]["value"] > 0
     assert ratios["peer.worker_over_quix"]["value"] > 0
     assert ratios["scale.p99_growth"]["value"] > 0
+    assert ratios["scale.p99_control"]["value"] > 0
     assert data["machine"]["cores"] >= 1
 
 
