@@ -15,7 +15,7 @@ STACK_ARGS ?=
 PYTEST_ARGS ?=
 
 .PHONY: venv stack-up stack-down stack-status demo test lint format typecheck bench \
-	clean distclean
+	faults-long clean distclean
 
 venv: $(VENV_STAMP)
 
@@ -50,6 +50,10 @@ format: venv
 
 typecheck: venv
 	$(BIN)/mypy
+
+# The long fault-injection run whose figures are in docs/reliability.md.
+faults-long: venv stack-up
+	$(BIN)/prefsync faults --long --report faults-long.json
 
 bench: venv stack-up
 	$(BIN)/prefsync bench

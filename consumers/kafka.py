@@ -28,13 +28,19 @@ def consumer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
         "enable.auto.offset.store": False,
         "auto.offset.reset": "earliest",
         "partition.assignment.strategy": "cooperative-sticky",
-        "max.poll.interval.ms": 300_000,
+        # The worker calls consume() at least every few seconds, also while a Redis
+        # or Kafka outage keeps a batch pending, so a long outage stays below this.
+        "max.poll.interval.ms": settings.max_poll_interval_ms,
         "session.timeout.ms": 10_000,
         "fetch.min.bytes": 1,
         # End-of-partition events tell `prefsync worker --until-caught-up` when to stop.
         "enable.partition.eof": True,
         "queued.max.messages.kbytes": 65_536,
     }
+    if settings.group_instance_id:
+        # Static membership: a restarted worker with the same id takes its partitions
+        # back at once instead of waiting for a rebalance after session.timeout.ms.
+        config["group.instance.id"] = settings.group_instance_id
     config.update(overrides)
     return config
 

@@ -24,11 +24,12 @@ from typing import Any
 
 import fastavro
 import httpx
+from fastavro.read import SchemaResolutionError
 from fastavro.types import Schema
 
 from prefsync.errors import ConfigError, DecodeError
 
-__all__ = ["SCHEMA_DIR", "SchemaCatalog", "WireCodec"]
+__all__ = ["SCHEMA_DIR", "SchemaCatalog", "WireCodec", "strip_logical_types"]
 
 MAGIC_BYTE = 0
 HEADER_BYTES = 5
@@ -40,14 +41,34 @@ SCHEMA_DIR = Path(
 )
 
 
-def _strip_logical_types(node: Any) -> Any:
+def strip_logical_types(node: Any) -> Any:
+    """Return a copy of a schema without ``logicalType`` attributes."""
     if isinstance(node, dict):
         return {
-            k: _strip_logical_types(v) for k, v in node.items() if k != "logicalType"
+            k: strip_logical_types(v) for k, v in node.items() if k != "logicalType"
         }
     if isinstance(node, list):
-        return [_strip_logical_types(v) for v in node]
+        return [strip_logical_types(v) for v in node]
     return node
+
+
+def _resolution_error(schema_id: int, exc: SchemaResolutionError) -> DecodeError:
+    """Describe a writer schema that the reader cannot resolve, without the values."""
+    if "not found in reader symbol list" in str(exc):
+        return DecodeError(
+            f"unknown enum symbol for schema id {schema_id}: the reader's enum has no "
+            "such symbol and no default; add the symbol or a default to the local "
+            "schema",
+            error_class="unknown_enum_symbol",
+            schema_id=schema_id,
+        )
+    return DecodeError(
+        f"schema id {schema_id} cannot be read with the local schema: "
+        f"{type(exc).__name__}; make the schemas compatible "
+        "(prefsync schemas check)",
+        error_class="schema_mismatch",
+        schema_id=schema_id,
+    )
 
 
 class SchemaCatalog:
@@ -71,12 +92,17 @@ class SchemaCatalog:
             raw = json.loads((schema_dir / filename).read_text())
             self._add(int(id_text), raw)
 
-    def _add(self, schema_id: int, raw: dict[str, Any]) -> tuple[str, Schema]:
-        parsed = fastavro.parse_schema(_strip_logical_types(raw))
+    def _add(
+        self, schema_id: int, raw: dict[str, Any], *, local: bool = True
+    ) -> tuple[str, Schema]:
+        parsed = fastavro.parse_schema(strip_logical_types(raw))
         name = parsed["name"]  # type: ignore[index]
         entry = (name, parsed)
         self._by_id[schema_id] = entry
-        if schema_id >= self.latest_id.get(name, -1):
+        # Only local schemas become readers: the domain code is written for them, and
+        # a newer writer's schema fetched from a registry must not change what a
+        # record looks like (its new enum symbols read as the local default).
+        if local and schema_id >= self.latest_id.get(name, -1):
             self.latest_id[name] = schema_id
         return entry
 
@@ -116,7 +142,7 @@ class SchemaCatalog:
                 error_class="unknown_schema_id",
                 schema_id=schema_id,
             )
-        return self._add(schema_id, json.loads(response.json()["schema"]))
+        return self._add(schema_id, json.loads(response.json()["schema"]), local=False)
 
 
 class WireCodec:
@@ -180,6 +206,8 @@ class WireCodec:
                 error_class="truncated_body",
                 schema_id=schema_id,
             ) from exc
+        except SchemaResolutionError as exc:
+            raise _resolution_error(schema_id, exc) from exc
         except Exception as exc:  # fastavro raises many types for malformed bodies
             raise DecodeError(
                 f"invalid Avro body for schema id {schema_id}: {type(exc).__name__}",

@@ -53,6 +53,12 @@ class Settings:
     key_file: Path | None = None
     stack_dir: Path = Path(".stack")
     log_level: str = "info"
+    worker_http_port: int = 9400
+    worker_http_host: str = "127.0.0.1"
+    readiness_max_pause_s: float = 30.0
+    watermark_check_interval_s: float = 5.0
+    group_instance_id: str | None = None
+    max_poll_interval_ms: int = 300_000
     api_host: str = "127.0.0.1"
     api_port: int = 8080
     api_rate_per_s: float = 20.0
@@ -133,6 +139,11 @@ _BOUNDS: dict[str, tuple[float, float]] = {
     "redis_retry_max_delay_s": (0.01, 300),
     "max_message_bytes": (1_024, 16 * 1024 * 1024),
     "api_port": (0, 65_535),
+    "worker_http_port": (0, 65_535),
+    "readiness_max_pause_s": (0.1, 86_400),
+    "watermark_check_interval_s": (0.1, 3_600),
+    # librdkafka's own limits for max.poll.interval.ms.
+    "max_poll_interval_ms": (1, 86_400_000),
     "api_rate_per_s": (0.001, 1_000_000),
     "api_rate_burst": (1, 1_000_000),
 }

@@ -43,7 +43,8 @@ class DeadLetterProducer:
         error_class = getattr(error, "error_class", type(error).__name__)
         schema_id = getattr(error, "schema_id", None)
         payload = message.value() or b""
-        if error_class.startswith("card_number"):
+        redacted = error_class.startswith("card_number")
+        if redacted:
             payload = redact_digits(payload)
         headers = [
             ("prefsync.error.class", error_class.encode()),
@@ -55,6 +56,9 @@ class DeadLetterProducer:
         ]
         if schema_id is not None:
             headers.append(("prefsync.schema_id", str(schema_id).encode()))
+        if redacted:
+            # Replaying a masked copy would apply masked values: replay skips it.
+            headers.append(("prefsync.payload.redacted", b"1"))
         log.warning(
             "message.dead_lettered",
             topic=message.topic(),
@@ -83,6 +87,17 @@ class DeadLetterProducer:
     def _on_delivery(self, error: KafkaError | None, _message: Message) -> None:
         if error is not None:
             self._failures.append(error.str())
+
+    def wait(self, timeout_s: float) -> tuple[int, list[str]]:
+        """Wait up to ``timeout_s`` for the producer's queue to drain.
+
+        Returns:
+            The messages still unacknowledged and the delivery errors seen since the
+            last call; the caller sends the failed messages again.
+        """
+        remaining = self._producer.flush(timeout_s)
+        failures, self._failures = self._failures, []
+        return remaining, failures
 
     def flush(self, timeout_s: float = 30.0) -> None:
         """Wait until every queued message is acknowledged.

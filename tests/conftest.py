@@ -99,6 +99,7 @@ def settings(stack_settings: Settings, tmp_path: Path) -> Settings:
         stack_dir=tmp_path,
         batch_max_messages=500,
         poll_timeout_s=0.2,
+        worker_http_port=0,
     )
     redis.Redis.from_url(redis_url).flushdb()
     ensure_topics(test_settings)

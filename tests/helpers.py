@@ -31,6 +31,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
             "PREFSYNC_STACK_DIR": str(settings.stack_dir),
             "PREFSYNC_BATCH_MAX_MESSAGES": str(settings.batch_max_messages),
             "PREFSYNC_POLL_TIMEOUT_S": str(settings.poll_timeout_s),
+            # Several workers run at once in tests: no fixed HTTP port.
+            "PREFSYNC_WORKER_HTTP_PORT": str(settings.worker_http_port),
         }
     )
     for field in dataclasses.fields(TopicNames):

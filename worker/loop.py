@@ -2,45 +2,59 @@
 
 The commit path of one batch, in order:
 
-1. Decode and validate every message. Poison messages are queued to the dead-letter
+1. Decode and validate every message. Poison messages are kept for the dead-letter
    topic; the rest become merge changes grouped by customer.
 2. Read the current snapshots of the batch's customers from Redis (one round trip).
 3. Fold each customer's changes into its snapshot in memory.
-4. Encrypt and write the changed snapshots with a generation check (one round trip).
+4. Seal and write the changed snapshots with a generation check (one round trip).
    Customers whose write lost a race are re-read and merged again.
-5. Wait until the dead-letter topic acknowledged every rejected message.
-6. Commit the offsets after the last message of each partition.
+5. Set the batch's partition watermarks in Redis. A replaced watermark lower than
+   the one this worker wrote last means Redis lost data: the partition is replayed
+   from the watermark Redis still has, and its offsets are not committed.
+6. Publish the sealed snapshots to the compacted snapshot topic and the poison
+   messages to the dead-letter topic, and wait until Kafka acknowledged all of them.
+7. Commit the offsets after the last message of each partition, synchronously.
 
-Committing before step 4 or 5 could lose events if the process died in between.
-Committing after is at-least-once, and the merge makes redelivered events harmless.
+Committing before step 6 could lose events if the process died in between;
+committing after is at-least-once, and the merge makes redelivered events harmless.
+
+When a step fails (Redis unreachable, Kafka not acknowledging, a commit error), the
+batch stays pending and the worker pauses its partitions. It keeps calling
+``consume``, so the group does not expel it for exceeding ``max.poll.interval.ms``,
+retries the step with exponential backoff, and resumes the partitions once the batch
+is committed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import time
-from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from types import FrameType
 from typing import Any
 
 import structlog
-from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
 
-from consumers.kafka import next_offsets
 from prefsync.codec import WireCodec
 from prefsync.config import Settings
-from prefsync.domain.events import to_change
 from prefsync.domain.snapshot import Change, Snapshot, apply_change
-from prefsync.errors import (
-    DecodeError,
-    PrefsyncError,
-    StoreUnavailable,
-    ValidationError,
-)
+from prefsync.errors import DecodeError, PrefsyncError, StoreUnavailable
 from prefsync.store import SnapshotStore
 from producers.dead_letter import DeadLetterProducer
+from producers.snapshots import SnapshotPublisher
+from worker.batch import Batch, Partition, Stage, decode_message
+from worker.metrics import WorkerMetrics
+from worker.watermarks import WatermarkTracker
 
 __all__ = ["Worker", "WorkerStats"]
 
@@ -48,6 +62,14 @@ log = structlog.get_logger()
 
 MAX_WRITE_ATTEMPTS = 20
 RETRY_FIRST_DELAY_S = 0.1
+PUBLISH_WAIT_S = 1.0
+COMMITTED_TIMEOUT_S = 10.0
+LAG_INTERVAL_S = 2.0
+LIVENESS_STALE_S = 60.0
+
+
+class PublishFailed(PrefsyncError):
+    """Kafka reported a delivery error for a snapshot or a dead letter."""
 
 
 @dataclass
@@ -56,10 +78,14 @@ class WorkerStats:
 
     consumed: int = 0
     applied: int = 0
+    ignored: int = 0
     dead_lettered: int = 0
     snapshots_written: int = 0
+    snapshots_published: int = 0
     write_conflicts: int = 0
     redis_retries: int = 0
+    kafka_retries: int = 0
+    restores_detected: int = 0
     batches: int = 0
     started_at: float = field(default_factory=time.monotonic)
     first_batch_at: float | None = None
@@ -79,14 +105,6 @@ class WorkerStats:
         return data
 
 
-@dataclass
-class _Batch:
-    changes: dict[str, list[Change]] = field(default_factory=lambda: defaultdict(list))
-    messages: dict[str, list[Message]] = field(
-        default_factory=lambda: defaultdict(list)
-    )
-
-
 class Worker:
     """Consume the input topics in one consumer group and keep Redis in sync."""
 
@@ -97,24 +115,41 @@ class Worker:
         store: SnapshotStore,
         codec: WireCodec,
         dead_letters: DeadLetterProducer,
+        *,
+        snapshots: SnapshotPublisher | None = None,
+        metrics: WorkerMetrics | None = None,
     ):
         self.settings = settings
         self.consumer = consumer
         self.store = store
         self.codec = codec
         self.dead_letters = dead_letters
+        self.snapshots = snapshots
+        self.metrics = metrics or WorkerMetrics()
         self.stats = WorkerStats()
+        self.assignment: set[Partition] = set()
+        self.last_loop_at = time.monotonic()
         self._stopping = False
         self._stop_signal: str | None = None
         self._idle_since = time.monotonic()
-        self.assignment: set[tuple[str, int]] = set()
-        self._at_end: set[tuple[str, int]] = set()
+        self._at_end: set[Partition] = set()
+        self._pending: Batch | None = None
+        self._attempt = 0
+        self._retry_at = 0.0
+        self._paused: set[Partition] = set()
+        self._paused_since: float | None = None
+        self._watermarks = WatermarkTracker()
+        self._check_watermarks_at = 0.0
+        self._lag_at = 0.0
         # Extra checks of each decoded event; one raising ValidationError
         # dead-letters the message (see prefsync.defaults.enforce).
         self.event_checks: list[Callable[[Message, dict[str, Any]], None]] = []
 
+    # ----------------------------------------------------------------------------
+    # Lifecycle
+
     def stop(self, signum: int | None = None, _frame: FrameType | None = None) -> None:
-        """Ask the loop to finish the current batch, commit and return."""
+        """Ask the loop to finish the current step, commit what is ready and return."""
         self._stopping = True
         if signum is not None:
             self._stop_signal = signal.Signals(signum).name
@@ -137,41 +172,34 @@ class Worker:
             self.settings.topics.inputs(),
             on_assign=self._on_assign,
             on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
         )
         self._idle_since = time.monotonic()
         try:
             while not self._stopping:
+                self.last_loop_at = time.monotonic()
+                if self._pending is not None:
+                    self._serve_pending()
+                    continue
+                self._periodic_tasks()
                 messages = self._next_batch()
-                if messages:
-                    self.process(messages)
+                if self._receive(messages):
                     self._idle_since = time.monotonic()
-                elif (
-                    until_caught_up
-                    and self.assignment
-                    and (
-                        self.caught_up()
-                        or time.monotonic() - self._idle_since > idle_exit_s
-                    )
-                ):
+                    self._advance()
+                elif until_caught_up and self._finished(idle_exit_s):
                     break
         finally:
-            self.consumer.close()
-            log.info("worker.stop", signal=self._stop_signal, **self.stats.as_dict())
+            self._shutdown()
         return self.stats
 
     def process(self, messages: list[Message]) -> None:
-        """Apply one batch and commit its offsets (steps 1 to 6 of the module doc)."""
-        if self.stats.first_batch_at is None:
-            self.stats.first_batch_at = time.monotonic()
-        batch = self._decode(messages)
-        if batch.changes:
-            self._write_with_retry(batch)
-        self.dead_letters.flush()
-        offsets = next_offsets(m for m in messages if m.error() is None)
-        if offsets:
-            self.consumer.commit(offsets=offsets, asynchronous=False)
-        self.stats.batches += 1
-        self.stats.last_batch_at = time.monotonic()
+        """Apply one batch and commit its offsets, retrying until done or stopped."""
+        if not self._receive(messages):
+            return
+        while self._pending is not None and not self._stopping:
+            self._advance()
+            if self._pending is not None:
+                time.sleep(max(0.0, self._retry_at - time.monotonic()))
 
     def _next_batch(self) -> list[Message]:
         """Wait up to ``poll_timeout_s`` for one message, then take what is fetched.
@@ -193,120 +221,516 @@ class Worker:
         last message (librdkafka's partition EOF event)."""
         return bool(self.assignment) and self.assignment <= self._at_end
 
-    def _decode(self, messages: list[Message]) -> _Batch:
-        batch = _Batch()
-        for message in messages:
-            error = message.error()
-            if error is not None:
-                if error.code() == KafkaError._PARTITION_EOF:
-                    self._at_end.add((message.topic(), message.partition()))
-                else:
-                    log.error("consume.error", error=error.str())
-                continue
-            self._at_end.discard((message.topic(), message.partition()))
-            self.stats.consumed += 1
-            try:
-                _, record_name, record = self.codec.decode(message.value())
-                change = to_change(record_name, record)
-                for check in self.event_checks:
-                    check(message, record)
-                key = message.key()
-                if (
-                    key is not None
-                    and key.decode(errors="replace") != change.customer_id
-                ):
-                    raise ValidationError(
-                        "message key differs from customer_id: key messages by "
-                        "customer id so one customer's events share a partition",
-                        error_class="key_mismatch",
-                    )
-            except DecodeError as exc:
-                self.dead_letters.send(message, exc)
-                self.stats.dead_lettered += 1
-                continue
-            batch.changes[change.customer_id].append(change)
-            batch.messages[change.customer_id].append(message)
-        return batch
+    def liveness(self) -> tuple[bool, dict[str, Any]]:
+        """Return whether the loop turned recently, for ``/healthz``."""
+        age_s = time.monotonic() - self.last_loop_at
+        return age_s < LIVENESS_STALE_S, {"loop_age_s": round(age_s, 3)}
 
-    def _write_with_retry(self, batch: _Batch) -> None:
-        pending = set(batch.changes)
-        for _attempt in range(MAX_WRITE_ATTEMPTS):
-            stored = self._with_redis_retry(self.store.read_many, pending)
-            writes: list[tuple[Snapshot, int]] = []
-            for customer_id in pending:
-                current = stored[customer_id]
-                if current.error is not None:
-                    self._dead_letter_customer(batch, customer_id, current.error)
-                    continue
-                snapshot = current.snapshot or Snapshot(customer_id)
-                changed = False
-                for change in batch.changes[customer_id]:
-                    changed |= apply_change(snapshot, change)
-                self.stats.applied += len(batch.changes[customer_id])
-                if changed:
-                    writes.append((snapshot, current.generation))
-            lost = self._with_redis_retry(self.store.write_many, writes)
-            self.stats.snapshots_written += len(writes) - len(lost)
-            if not lost:
-                return
-            self.stats.write_conflicts += len(lost)
-            log.info("store.write_conflict", customers=len(lost))
-            pending = set(lost)
-            for customer_id in pending:
-                self.stats.applied -= len(batch.changes[customer_id])
-        raise PrefsyncError(
-            f"{len(pending)} snapshots still conflicted after {MAX_WRITE_ATTEMPTS} "
-            "attempts; another writer is updating the same customers continuously"
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        """Return whether the worker has partitions, reaches Redis and is not stuck."""
+        reasons = []
+        if not self.assignment:
+            reasons.append("no partitions assigned")
+        try:
+            self.store.client.ping()
+        except Exception as exc:  # any failure means "not reachable" to a probe
+            reasons.append(f"Redis unreachable: {type(exc).__name__}")
+        paused_s = (
+            0.0 if self._paused_since is None else time.monotonic() - self._paused_since
+        )
+        if paused_s > self.settings.readiness_max_pause_s:
+            reasons.append(f"paused for {paused_s:.0f} s")
+        details = {
+            "assigned": len(self.assignment),
+            "paused_s": round(paused_s, 3),
+            "reasons": reasons,
+        }
+        return not reasons, details
+
+    def _finished(self, idle_exit_s: float) -> bool:
+        return bool(self.assignment) and (
+            self.caught_up() or time.monotonic() - self._idle_since > idle_exit_s
         )
 
-    def _dead_letter_customer(
-        self, batch: _Batch, customer_id: str, error: PrefsyncError
+    def _shutdown(self) -> None:
+        pending = len(self._pending) if self._pending is not None else 0
+        if self._pending is not None and self._pending.stage is Stage.COMMIT:
+            try:
+                self._commit(self._pending)
+                pending = 0
+            except KafkaException as exc:
+                log.error("offsets.commit_failed", error=str(exc), when="shutdown")
+                self.metrics.errors.labels("kafka_commit").inc()
+        try:
+            self.consumer.close()
+        except (KafkaException, RuntimeError) as exc:
+            log.error("consumer.close_failed", error=str(exc))
+        log.info(
+            "worker.stop",
+            signal=self._stop_signal,
+            uncommitted_messages=pending,
+            **self.stats.as_dict(),
+        )
+
+    # ----------------------------------------------------------------------------
+    # Receiving and the commit path
+
+    def _receive(self, messages: list[Message]) -> bool:
+        """Decode ``messages`` into the pending batch; return whether any was valid."""
+        received = False
+        for message in messages:
+            error = message.error()
+            tp = (message.topic(), message.partition())
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
+                    self._at_end.add(tp)
+                else:
+                    log.error("consume.error", error=error.str())
+                    self.metrics.errors.labels("consume").inc()
+                continue
+            self._at_end.discard(tp)
+            self.stats.consumed += 1
+            self.metrics.consumed.labels(message.topic()).inc()
+            outcome: Any
+            try:
+                outcome = decode_message(self.codec, message, self.event_checks)
+            except DecodeError as exc:
+                outcome = exc
+            if self._pending is None:
+                self._pending = Batch()
+            self._pending.add(message, outcome)
+            received = True
+        return received
+
+    def _serve_pending(self) -> None:
+        """Retry the pending batch when due, and keep the group membership alive."""
+        wait_s = max(0.0, self._retry_at - time.monotonic())
+        messages = self.consumer.consume(
+            self.settings.batch_max_messages,
+            min(self.settings.poll_timeout_s, wait_s) if wait_s else 0,
+        )
+        self._receive(messages)
+        if self._pending is not None and time.monotonic() >= self._retry_at:
+            self._advance()
+
+    def _advance(self) -> None:
+        """Run the pending batch's remaining steps; on failure schedule a retry."""
+        batch = self._pending
+        if batch is None:
+            return
+        try:
+            if batch.stage is Stage.WRITE:
+                self._write(batch)
+                batch.stage = Stage.PUBLISH
+            if batch.stage is Stage.PUBLISH:
+                if not self._publish(batch):
+                    self._hold("kafka_publish", None)
+                    return
+                batch.stage = Stage.COMMIT
+            self._commit(batch)
+        except StoreUnavailable as exc:
+            self._hold("redis", exc)
+            return
+        except PublishFailed as exc:
+            batch.stage = Stage.PUBLISH
+            self._hold("kafka_publish", exc)
+            return
+        except KafkaException as exc:
+            self._hold("kafka_commit", exc)
+            return
+        self._finish(batch)
+
+    def _finish(self, batch: Batch) -> None:
+        self._pending = None
+        self.stats.batches += 1
+        if self.stats.first_batch_at is None:
+            self.stats.first_batch_at = batch.started_at
+        self.stats.last_batch_at = time.monotonic()
+        self.metrics.batch_duration.observe(time.monotonic() - batch.started_at)
+        if self._attempt:
+            log.info("worker.recovered", attempts=self._attempt)
+            # Redis may have restarted empty while this batch waited: compare every
+            # assigned partition's watermark before the next batch.
+            self._check_watermarks_at = 0.0
+        self._attempt = 0
+        self._retry_at = 0.0
+        self._resume()
+
+    def _hold(self, operation: str, error: Exception | None) -> None:
+        """Keep the batch pending, pause the partitions and schedule the next try."""
+        self._pause()
+        if error is None:
+            # Still waiting for acknowledgements: no backoff, the wait itself blocks.
+            self._retry_at = time.monotonic()
+            return
+        self._attempt += 1
+        delay_s = min(
+            RETRY_FIRST_DELAY_S * 2 ** (self._attempt - 1),
+            self.settings.redis_retry_max_delay_s,
+        )
+        self._retry_at = time.monotonic() + delay_s
+        if operation == "redis":
+            self.stats.redis_retries += 1
+            event = "store.retry"
+        else:
+            self.stats.kafka_retries += 1
+            event = "kafka.retry"
+        self.metrics.retries.labels(operation).inc()
+        self.metrics.errors.labels(type(error).__name__).inc()
+        log.warning(
+            event,
+            operation=operation,
+            attempt=self._attempt,
+            delay_s=round(delay_s, 2),
+            pending_messages=len(self._pending or ()),
+            partitions=_describe(sorted(self._pending.partitions()))
+            if self._pending
+            else [],
+            error=str(error),
+        )
+
+    def _write(self, batch: Batch) -> None:
+        """Steps 2 to 5 of the module doc for every customer of the batch."""
+        grouped = batch.changes()
+        pending = set(grouped)
+        batch.sealed = {}
+        effective: dict[str, int] = {}
+        written = 0
+        for _attempt in range(MAX_WRITE_ATTEMPTS):
+            writes = self._merge(batch, grouped, pending, effective)
+            lost = set(self.store.write_sealed(writes))
+            written += len(writes) - len(lost)
+            if not lost:
+                break
+            self.stats.write_conflicts += len(lost)
+            self.metrics.conflicts.inc(len(lost))
+            log.info("store.write_conflict", customers=len(lost))
+            pending = lost
+        else:
+            raise PrefsyncError(
+                f"{len(pending)} snapshots still conflicted after "
+                f"{MAX_WRITE_ATTEMPTS} attempts; another writer is updating the same "
+                "customers continuously"
+            )
+        self._write_watermarks(batch)
+        log.debug("batch.written", messages=len(batch), ranges=batch.ranges())
+        applied = sum(effective.values())
+        ignored = sum(len(grouped[cid]) for cid in effective) - applied
+        self.stats.snapshots_written += written
+        self.metrics.snapshots_written.inc(written)
+        self.stats.applied += applied
+        self.metrics.applied.inc(applied)
+        self.stats.ignored += ignored
+        self.metrics.ignored.inc(ignored)
+
+    def _merge(
+        self,
+        batch: Batch,
+        grouped: dict[str, list[Change]],
+        pending: set[str],
+        effective: dict[str, int],
+    ) -> list[tuple[str, int, bytes]]:
+        """Read ``pending`` customers, fold their changes and seal what changed."""
+        stored = self.store.read_many(pending)
+        writes: list[tuple[str, int, bytes]] = []
+        for customer_id in pending:
+            current = stored[customer_id]
+            if current.error is not None:
+                self._mark_unreadable(batch, customer_id, current.error)
+                effective.pop(customer_id, None)
+                continue
+            snapshot = current.snapshot or Snapshot(customer_id)
+            count = sum(apply_change(snapshot, c) for c in grouped[customer_id])
+            effective[customer_id] = count
+            if count:
+                value = self.store.seal(snapshot, current.generation + 1)
+                writes.append((customer_id, current.generation, value))
+                batch.sealed[customer_id] = value
+            elif current.snapshot is not None:
+                # Published again: an earlier attempt may have written Redis but
+                # stopped before the snapshot topic acknowledged it.
+                batch.sealed[customer_id] = self.store.seal(
+                    snapshot, current.generation
+                )
+        return writes
+
+    def _mark_unreadable(
+        self, batch: Batch, customer_id: str, error: PrefsyncError
     ) -> None:
-        failure = DecodeError(
+        if customer_id in batch.unreadable:
+            return
+        log.error("store.snapshot_unreadable", error=str(error))
+        self.metrics.errors.labels("stored_snapshot_unreadable").inc()
+        batch.unreadable[customer_id] = DecodeError(
             f"stored snapshot unreadable ({error}); events kept here for replay",
             error_class="stored_snapshot_unreadable",
         )
-        log.error("store.snapshot_unreadable", error=str(error))
-        for message in batch.messages[customer_id]:
-            self.dead_letters.send(message, failure)
-            self.stats.dead_lettered += 1
 
-    def _with_redis_retry(self, operation: Any, argument: Any) -> Any:
-        delay_s = RETRY_FIRST_DELAY_S
-        attempt = 0
-        while True:
-            try:
-                return operation(argument)
-            except StoreUnavailable as exc:
-                if self._stopping:
-                    # Leaving without a commit is safe: the batch is redelivered.
+    def _write_watermarks(self, batch: Batch) -> None:
+        """Step 5: set the watermarks and detect a Redis that lost data."""
+        offsets = {
+            tp: offset
+            for tp, offset in batch.next_offsets().items()
+            if tp not in batch.replayed
+        }
+        group = self.settings.consumer_group
+        previous = self.store.swap_watermarks(group, offsets)
+        lost = {
+            tp: prev for tp, prev in previous.items() if self._watermarks.lost(tp, prev)
+        }
+        if lost:
+            self.store.restore_watermarks(group, lost)
+            batch.replayed.update(lost)
+        for tp, offset in offsets.items():
+            if tp not in lost:
+                self._watermarks.wrote(tp, offset)
+        for tp, stored in lost.items():
+            self._replay(tp, stored, "batch")
+
+    def _publish(self, batch: Batch) -> bool:
+        """Step 6; return False while Kafka has not acknowledged everything yet."""
+        if not batch.produced:
+            for message, error in batch.dead_letters():
+                self.dead_letters.send(message, error)
+            if self.snapshots is not None:
+                for customer_id, value in batch.sealed.items():
+                    self.snapshots.publish(customer_id, value)
+            batch.produced = True
+        # Both share one producer, so the first wait covers the messages of both.
+        remaining, failures = self.dead_letters.wait(PUBLISH_WAIT_S)
+        if self.snapshots is not None:
+            failures += self.snapshots.wait(0)[1]
+        if failures:
+            batch.produced = False
+            raise PublishFailed(
+                f"Kafka delivery failed for {len(failures)} messages, e.g. "
+                f"{failures[0]}; the batch is published again"
+            )
+        if remaining:
+            return False
+        dead = batch.dead_letters()
+        self.stats.dead_lettered += len(dead)
+        for _, error in dead:
+            self.metrics.dead_lettered.labels(error.error_class).inc()
+        self.stats.snapshots_published += len(batch.sealed)
+        self.metrics.snapshots_published.inc(len(batch.sealed))
+        return True
+
+    def _commit(self, batch: Batch) -> None:
+        """Step 7: commit the batch's offsets of the partitions still assigned."""
+        offsets = [
+            TopicPartition(topic, partition, offset)
+            for (topic, partition), offset in batch.commit_offsets().items()
+            if (topic, partition) in self.assignment
+        ]
+        if offsets:
+            self.consumer.commit(offsets=offsets, asynchronous=False)
+            self.metrics.commits.inc()
+            log.debug(
+                "batch.committed",
+                offsets={f"{p.topic}[{p.partition}]": p.offset for p in offsets},
+            )
+
+    # ----------------------------------------------------------------------------
+    # Pausing, replaying and periodic checks
+
+    def _pause(self) -> None:
+        wanted = self.assignment - self._paused
+        if wanted:
+            self.consumer.pause(_partitions(wanted))
+            self._paused |= wanted
+            log.warning("partitions.paused", partitions=_describe(sorted(wanted)))
+        if self._paused_since is None:
+            self._paused_since = time.monotonic()
+            self.metrics.paused.set(1)
+
+    def _resume(self) -> None:
+        resumable = self._paused & self.assignment
+        if resumable:
+            self.consumer.resume(_partitions(resumable))
+            log.info("partitions.resumed", partitions=_describe(sorted(resumable)))
+        self._paused.clear()
+        self._paused_since = None
+        self.metrics.paused.set(0)
+
+    def _replay(self, tp: Partition, stored: int | None, detected_by: str) -> None:
+        """Seek ``tp`` back to the watermark Redis still has, or to its beginning."""
+        required = self._watermarks.required().get(tp)
+        self.stats.restores_detected += 1
+        self.metrics.restores_detected.inc()
+        log.warning(
+            "store.restore_detected",
+            topic=tp[0],
+            partition=tp[1],
+            required_watermark=required,
+            stored_watermark=stored,
+            detected_by=detected_by,
+        )
+        offset = OFFSET_BEGINNING if stored is None else stored
+        self.consumer.seek(TopicPartition(tp[0], tp[1], offset))
+        self._watermarks.wrote(tp, stored)
+
+    def _periodic_tasks(self) -> None:
+        now = time.monotonic()
+        if now >= self._check_watermarks_at:
+            self._check_watermarks_at = now + self.settings.watermark_check_interval_s
+            self._check_watermarks()
+        if now >= self._lag_at:
+            self._lag_at = now + LAG_INTERVAL_S
+            self._update_lag()
+
+    def _check_watermarks(self) -> None:
+        """Compare the stored watermark of every assigned partition, even idle ones."""
+        required = self._watermarks.required()
+        if not required:
+            return
+        try:
+            stored = self.store.read_watermarks(self.settings.consumer_group, required)
+        except StoreUnavailable as exc:
+            log.warning("store.watermark_check_failed", error=str(exc))
+            self.metrics.errors.labels("StoreUnavailable").inc()
+            return
+        for tp, value in stored.items():
+            if tp in self.assignment and self._watermarks.lost(tp, value):
+                try:
+                    self._replay(tp, value, "periodic_check")
+                except KafkaException as exc:
+                    # The partition is not fetching yet; the next check retries.
                     log.warning(
-                        "store.retry_abandoned", reason="stopping", error=str(exc)
+                        "consumer.seek_failed",
+                        topic=tp[0],
+                        partition=tp[1],
+                        error=str(exc),
                     )
-                    raise
-                attempt += 1
-                self.stats.redis_retries += 1
-                log.warning(
-                    "store.retry",
-                    attempt=attempt,
-                    delay_s=round(delay_s, 2),
-                    error=str(exc),
-                )
-                time.sleep(delay_s)
-                delay_s = min(delay_s * 2, self.settings.redis_retry_max_delay_s)
+                    self.metrics.errors.labels("kafka_seek").inc()
 
-    def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    def _update_lag(self) -> None:
+        if not self.assignment:
+            return
+        try:
+            positions = self.consumer.position(_partitions(self.assignment))
+        except KafkaException:
+            return
+        for position in positions:
+            try:
+                _, high = self.consumer.get_watermark_offsets(position, cached=True)
+            except KafkaException:
+                continue
+            if position.offset >= 0 and high >= 0:
+                self.metrics.lag.labels(position.topic, str(position.partition)).set(
+                    max(0, high - position.offset)
+                )
+
+    # ----------------------------------------------------------------------------
+    # Rebalance callbacks
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._idle_since = time.monotonic()
-        self._at_end.difference_update((p.topic, p.partition) for p in partitions)
-        self.assignment.update((p.topic, p.partition) for p in partitions)
-        log.info("partitions.assigned", partitions=_describe(partitions))
+        added = {(p.topic, p.partition) for p in partitions}
+        self._at_end.difference_update(added)
+        self.assignment.update(added)
+        self.metrics.assigned.set(len(self.assignment))
+        log.info("partitions.assigned", partitions=_describe(sorted(added)))
+        if not partitions:
+            return
+        starts = self._start_offsets(consumer, partitions)
+        if starts:
+            start_list = [
+                TopicPartition(
+                    p.topic, p.partition, starts.get((p.topic, p.partition), p.offset)
+                )
+                for p in partitions
+            ]
+            try:
+                consumer.incremental_assign(start_list)
+            except KafkaException:
+                consumer.assign(start_list)
+
+    def _start_offsets(
+        self, consumer: Consumer, partitions: list[TopicPartition]
+    ) -> dict[Partition, int]:
+        """Return start offsets for partitions whose Redis watermark is behind."""
+        try:
+            committed = consumer.committed(partitions, timeout=COMMITTED_TIMEOUT_S)
+        except KafkaException as exc:
+            log.warning("offsets.committed_failed", error=str(exc))
+            self.metrics.errors.labels("kafka_committed").inc()
+            return {}
+        for p in committed:
+            self._watermarks.assigned((p.topic, p.partition), p.offset)
+        required = {
+            (p.topic, p.partition): p.offset for p in committed if p.offset >= 0
+        }
+        if not required:
+            return {}
+        try:
+            stored = self.store.read_watermarks(self.settings.consumer_group, required)
+        except StoreUnavailable as exc:
+            # The first batch's watermark write finds out instead.
+            log.warning("store.watermark_check_failed", error=str(exc))
+            self.metrics.errors.labels("StoreUnavailable").inc()
+            return {}
+        starts: dict[Partition, int] = {}
+        for tp, value in stored.items():
+            if self._watermarks.lost(tp, value):
+                self.stats.restores_detected += 1
+                self.metrics.restores_detected.inc()
+                log.warning(
+                    "store.restore_detected",
+                    topic=tp[0],
+                    partition=tp[1],
+                    required_watermark=required[tp],
+                    stored_watermark=value,
+                    detected_by="assignment",
+                )
+                starts[tp] = OFFSET_BEGINNING if value is None else value
+                self._watermarks.wrote(tp, value)
+        return starts
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        # Batches are processed and committed synchronously before the next consume()
-        # call, which is where this callback runs, so nothing is left to commit here.
-        self.assignment.difference_update((p.topic, p.partition) for p in partitions)
-        log.info("partitions.revoked", partitions=_describe(partitions))
+        revoked = {(p.topic, p.partition) for p in partitions}
+        batch = self._pending
+        if batch is not None and batch.stage is Stage.COMMIT:
+            # The batch is in Redis and in Kafka: commit it before the partitions move.
+            try:
+                self._commit(batch)
+                self._finish(batch)
+            except KafkaException as exc:
+                log.error("offsets.commit_failed", error=str(exc), when="revoke")
+                self.metrics.errors.labels("kafka_commit").inc()
+        self._drop(revoked, "partitions.revoked")
+
+    def _on_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Another member may own these partitions already: committing is not allowed.
+        self._drop({(p.topic, p.partition) for p in partitions}, "partitions.lost")
+
+    def _drop(self, partitions: set[Partition], event: str) -> None:
+        paused = self._paused & partitions
+        if paused:
+            # librdkafka keeps a partition's pause flag across a new assignment, so a
+            # partition lost while paused would stay paused when it comes back.
+            try:
+                self.consumer.resume(_partitions(paused))
+            except KafkaException as exc:
+                log.warning("consumer.resume_failed", error=str(exc))
+        if self._pending is not None:
+            remaining = self._pending.without(partitions)
+            self._pending = remaining if len(remaining) else None
+        for tp in partitions:
+            self._watermarks.revoked(tp)
+            with contextlib.suppress(KeyError):
+                self.metrics.lag.remove(tp[0], str(tp[1]))
+        self.assignment.difference_update(partitions)
+        self._paused.difference_update(partitions)
+        if self._pending is None and self._paused_since is not None:
+            self._resume()
+        self.metrics.assigned.set(len(self.assignment))
+        log.info(event, partitions=_describe(sorted(partitions)))
 
 
-def _describe(partitions: list[TopicPartition]) -> list[str]:
-    return [f"{p.topic}[{p.partition}]" for p in partitions]
+def _partitions(partitions: set[Partition]) -> list[TopicPartition]:
+    return [TopicPartition(t, p) for t, p in sorted(partitions)]
+
+
+def _describe(partitions: list[Partition]) -> list[str]:
+    return [f"{t}[{p}]" for t, p in partitions]

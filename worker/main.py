@@ -1,4 +1,4 @@
-"""Build a worker from settings: Kafka consumer, dead-letter producer, Redis store."""
+"""Build a worker from settings: Kafka consumer, producers, Redis store, HTTP server."""
 
 from __future__ import annotations
 
@@ -10,9 +10,11 @@ from prefsync.config import Settings
 from prefsync.crypto import Keyring
 from prefsync.store import SnapshotStore, connect
 from producers.dead_letter import DeadLetterProducer
+from producers.snapshots import SnapshotPublisher
+from worker.http import HealthServer
 from worker.loop import Worker
 
-__all__ = ["build_worker"]
+__all__ = ["build_worker", "start_http"]
 
 
 def build_worker(settings: Settings, keyring: Keyring | None = None) -> Worker:
@@ -34,4 +36,27 @@ def build_worker(settings: Settings, keyring: Keyring | None = None) -> Worker:
         }
     )
     dead_letters = DeadLetterProducer(producer, settings.topics.dead_letter)
-    return Worker(settings, create_consumer(settings), store, codec, dead_letters)
+    snapshots = SnapshotPublisher(producer, settings.topics.snapshots)
+    return Worker(
+        settings,
+        create_consumer(settings),
+        store,
+        codec,
+        dead_letters,
+        snapshots=snapshots,
+    )
+
+
+def start_http(settings: Settings, worker: Worker) -> HealthServer | None:
+    """Serve the worker's health and metrics endpoints, unless the port is 0."""
+    if settings.worker_http_port == 0:
+        return None
+    server = HealthServer(
+        settings.worker_http_host,
+        settings.worker_http_port,
+        liveness=worker.liveness,
+        readiness=worker.readiness,
+        registry=worker.metrics.registry,
+    )
+    server.start()
+    return server

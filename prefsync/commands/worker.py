@@ -1,4 +1,8 @@
-"""``prefsync worker``: run the ingest worker until SIGTERM."""
+"""``prefsync worker``: run the ingest worker until SIGTERM.
+
+With ``PREFSYNC_WORKER_HTTP_PORT`` other than 0, it also serves ``/healthz``,
+``/readyz`` and ``/metrics`` on ``PREFSYNC_WORKER_HTTP_HOST``.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ from prefsync.config import Settings
 from prefsync.defaults.enforce import TerminalWritePolicy
 from prefsync.defaults.watcher import DefaultsWatcher
 from prefsync.kafka_admin import ensure_topics
-from worker.main import build_worker
+from worker.main import build_worker, start_http
 
 __all__ = ["configure_parser", "run"]
 
@@ -33,9 +37,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         TerminalWritePolicy(watcher, settings.topics.terminal_updates)
     )
     worker.install_signal_handlers()
+    server = start_http(settings, worker)
     try:
         stats = worker.run(until_caught_up=args.until_caught_up)
     finally:
         watcher.stop()
+        if server is not None:
+            server.stop()
     print(json.dumps(stats.as_dict()))
     return 0

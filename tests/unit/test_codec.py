@@ -37,9 +37,9 @@ def test_round_trip_defaults() -> None:
 
 
 def test_loyalty_schema_id() -> None:
-    """Loyalty events use schema id 2."""
+    """Loyalty events use the newest loyalty schema, id 10."""
     frame = CODEC.encode(LOYALTY_RECORD, {**EVENT, "points_balance": 10})
-    assert int.from_bytes(frame[1:5], "big") == 2
+    assert int.from_bytes(frame[1:5], "big") == 10
 
 
 @pytest.mark.parametrize(

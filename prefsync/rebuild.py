@@ -1,0 +1,338 @@
+"""``prefsync rebuild``: restore Redis from the compacted snapshot topic.
+
+The worker publishes every snapshot it writes to ``prefsync.snapshots`` before it
+commits the offsets, so the topic contains at least the state up to the group's committed
+offsets. A rebuild:
+
+1. reads the worker group's committed offsets of the input topics;
+2. reads the snapshot topic from its beginning to the end it had at the start;
+3. joins each snapshot into Redis with the generation check, so a value that a
+   running worker wrote meanwhile is never replaced by an older one: the join keeps
+   the newest stamp of every field (see :mod:`prefsync.domain.join`);
+4. raises the group's watermarks to the offsets of step 1, so the worker does not
+   replay the input topics from their beginning.
+
+An erased customer's snapshot is a tombstone that keeps the erasure stamp, so a
+rebuild restores the erasure and older events stay ignored afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+
+import structlog
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
+from tqdm import tqdm
+
+from prefsync.config import Settings
+from prefsync.crypto import Keyring
+from prefsync.domain.join import join
+from prefsync.domain.snapshot import Snapshot
+from prefsync.errors import PrefsyncError, StackError
+from prefsync.store import SnapshotStore, connect
+
+__all__ = ["RebuildStats", "configure_parser", "rebuild", "run"]
+
+log = structlog.get_logger()
+
+CHUNK_MESSAGES = 1000
+MAX_WRITE_ATTEMPTS = 20
+METADATA_TIMEOUT_S = 30.0
+POLL_TIMEOUT_S = 1.0
+PROGRESS_LOG_INTERVAL_S = 5.0
+# A read that returns nothing for this long, before every partition reached its
+# end, fails the rebuild instead of hanging.
+STALL_TIMEOUT_S = 60.0
+
+
+@dataclass
+class RebuildStats:
+    """Counts of the messages a rebuild read and the customers it wrote."""
+
+    messages: int = 0
+    customers_written: int = 0
+    customers_unchanged: int = 0
+    unreadable_in_topic: int = 0
+    unreadable_in_redis: int = 0
+    write_conflicts: int = 0
+    watermarks: int = 0
+    seconds: float = 0.0
+
+
+class _Progress:
+    """A tqdm bar on a terminal, ``rebuild.progress`` log lines every 5 s otherwise."""
+
+    def __init__(self, total: int, enabled: bool):
+        self._bar = None
+        self._last_log = time.monotonic()
+        self._enabled = enabled
+        self._total = total
+        if enabled and sys.stderr.isatty():
+            self._bar = tqdm(total=total, unit="msg", desc="rebuild", file=sys.stderr)
+
+    def update(self, done: int, stats: RebuildStats) -> None:
+        if self._bar is not None:
+            self._bar.update(done - self._bar.n)
+            return
+        now = time.monotonic()
+        if self._enabled and now - self._last_log >= PROGRESS_LOG_INTERVAL_S:
+            self._last_log = now
+            log.info(
+                "rebuild.progress",
+                messages=done,
+                total=self._total,
+                customers_written=stats.customers_written,
+            )
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def rebuild(
+    settings: Settings,
+    store: SnapshotStore,
+    *,
+    progress: bool = True,
+    restore_watermarks: bool = True,
+) -> RebuildStats:
+    """Join every snapshot of the snapshot topic into Redis (steps 1 to 4 above).
+
+    Raises:
+        StackError: Kafka is unreachable, or the read stalled before the end.
+        StoreUnavailable: Redis could not be reached.
+    """
+    started = time.monotonic()
+    stats = RebuildStats()
+    committed = _committed_offsets(settings) if restore_watermarks else {}
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "group.id": f"prefsync-rebuild-{uuid.uuid4().hex[:12]}",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            "auto.offset.reset": "earliest",
+        }
+    )
+    log.info("rebuild.start", topic=settings.topics.snapshots)
+    try:
+        ends = _assign_all(consumer, settings.topics.snapshots)
+        meter = _Progress(sum(high - low for low, high in ends.values()), progress)
+        for chunk in _read_to_end(consumer, ends):
+            _join_chunk(store, chunk, stats)
+            meter.update(stats.messages, stats)
+        meter.close()
+    finally:
+        consumer.close()
+    if committed:
+        store.raise_watermarks(settings.consumer_group, committed)
+        stats.watermarks = len(committed)
+    stats.seconds = round(time.monotonic() - started, 3)
+    log.info("rebuild.done", **asdict(stats))
+    return stats
+
+
+def _committed_offsets(settings: Settings) -> dict[tuple[str, int], int]:
+    """Return the worker group's committed offset of every input partition."""
+    # A consumer that never subscribes reads the group's offsets without joining it.
+    reader = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "group.id": settings.consumer_group,
+            "enable.auto.commit": False,
+        }
+    )
+    try:
+        partitions = []
+        for topic in settings.topics.inputs():
+            metadata = reader.list_topics(topic, timeout=METADATA_TIMEOUT_S)
+            found = metadata.topics.get(topic)
+            if found is None or found.error is not None:
+                continue
+            partitions += [TopicPartition(topic, p) for p in sorted(found.partitions)]
+        if not partitions:
+            return {}
+        committed = reader.committed(partitions, timeout=METADATA_TIMEOUT_S)
+    except KafkaException as exc:
+        raise StackError(
+            f"reading the committed offsets of group {settings.consumer_group} "
+            f"from {settings.kafka_bootstrap} failed: {exc}"
+        ) from exc
+    finally:
+        reader.close()
+    return {(p.topic, p.partition): p.offset for p in committed if p.offset >= 0}
+
+
+def _assign_all(consumer: Consumer, topic: str) -> dict[int, tuple[int, int]]:
+    """Assign every partition from its start; return ``{partition: (low, high)}``."""
+    try:
+        metadata = consumer.list_topics(topic, timeout=METADATA_TIMEOUT_S)
+        found = metadata.topics.get(topic)
+        if found is None or found.error is not None:
+            raise StackError(
+                f"snapshot topic {topic} not found: run the worker once, or set "
+                "PREFSYNC_TOPIC_SNAPSHOTS to the topic it publishes to"
+            )
+        ends = {
+            p: consumer.get_watermark_offsets(
+                TopicPartition(topic, p), timeout=METADATA_TIMEOUT_S
+            )
+            for p in sorted(found.partitions)
+        }
+    except KafkaException as exc:
+        raise StackError(f"reading the snapshot topic {topic} failed: {exc}") from exc
+    consumer.assign(
+        [
+            TopicPartition(topic, p, OFFSET_BEGINNING)
+            for p, (low, high) in ends.items()
+            if high > low
+        ]
+    )
+    return ends
+
+
+def _read_to_end(
+    consumer: Consumer, ends: dict[int, tuple[int, int]]
+) -> Iterator[list[Message]]:
+    """Yield chunks of messages until every partition reached its starting end."""
+    open_partitions = {p for p, (low, high) in ends.items() if high > low}
+    chunk: list[Message] = []
+    last_message_at = time.monotonic()
+    while open_partitions:
+        messages = consumer.consume(CHUNK_MESSAGES, POLL_TIMEOUT_S)
+        if not messages and time.monotonic() - last_message_at > STALL_TIMEOUT_S:
+            raise StackError(
+                f"reading the snapshot topic stalled for {STALL_TIMEOUT_S:.0f} s "
+                f"with partitions {sorted(open_partitions)} unfinished; check Kafka"
+            )
+        for message in messages:
+            last_message_at = time.monotonic()
+            partition = message.partition()
+            error = message.error()
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
+                    open_partitions.discard(partition)
+                else:
+                    log.error("rebuild.consume_error", error=error.str())
+                continue
+            if message.offset() >= ends[partition][1] - 1:
+                open_partitions.discard(partition)
+            if message.offset() < ends[partition][1]:
+                chunk.append(message)
+        if len(chunk) >= CHUNK_MESSAGES or (chunk and not open_partitions):
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _join_chunk(
+    store: SnapshotStore, chunk: list[Message], stats: RebuildStats
+) -> None:
+    """Join one chunk of topic snapshots into Redis with check-and-set writes."""
+    incoming: dict[str, Snapshot] = {}
+    for message in chunk:
+        stats.messages += 1
+        key = message.key()
+        if key is None or message.value() is None:
+            continue
+        customer_id = key.decode(errors="replace")
+        stored = store.unseal(customer_id, message.value())
+        if stored.snapshot is None:
+            stats.unreadable_in_topic += 1
+            log.error(
+                "rebuild.value_unreadable",
+                partition=message.partition(),
+                offset=message.offset(),
+                error=str(stored.error),
+            )
+            continue
+        previous = incoming.get(customer_id)
+        incoming[customer_id] = (
+            stored.snapshot if previous is None else join(previous, stored.snapshot)
+        )
+    pending = set(incoming)
+    for _attempt in range(MAX_WRITE_ATTEMPTS):
+        writes = _joined_writes(store, incoming, pending, stats)
+        lost = set(store.write_sealed(writes))
+        stats.customers_written += len(writes) - len(lost)
+        if not lost:
+            return
+        stats.write_conflicts += len(lost)
+        pending = lost
+    raise PrefsyncError(
+        f"{len(pending)} customers still conflicted after {MAX_WRITE_ATTEMPTS} "
+        "attempts; a worker is updating them continuously, run the rebuild again"
+    )
+
+
+def _joined_writes(
+    store: SnapshotStore,
+    incoming: dict[str, Snapshot],
+    pending: set[str],
+    stats: RebuildStats,
+) -> list[tuple[str, int, bytes]]:
+    current = store.read_many(pending)
+    writes = []
+    for customer_id in sorted(pending):
+        stored = current[customer_id]
+        if stored.error is not None:
+            # Never overwrite a value that fails authentication: it may be newer.
+            stats.unreadable_in_redis += 1
+            log.error("rebuild.redis_value_unreadable", error=str(stored.error))
+            continue
+        snapshot = incoming[customer_id]
+        if stored.snapshot is not None:
+            snapshot = join(stored.snapshot, snapshot)
+            if snapshot == stored.snapshot:
+                stats.customers_unchanged += 1
+                continue
+        value = store.seal(snapshot, stored.generation + 1)
+        writes.append((customer_id, stored.generation, value))
+    return writes
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    """Add the rebuild's options."""
+    parser.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bar or progress log lines",
+    )
+    parser.add_argument(
+        "--no-watermarks",
+        action="store_true",
+        help="leave the worker group's watermarks alone, so the worker replays the "
+        "input topics from the watermarks Redis has (from the beginning if none)",
+    )
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    """Rebuild Redis from the snapshot topic and print the figures."""
+    store = SnapshotStore(
+        connect(settings.redis_url, cluster=settings.redis_cluster),
+        Keyring.load(settings.key_path),
+    )
+    stats = rebuild(
+        settings,
+        store,
+        progress=not args.no_progress,
+        restore_watermarks=not args.no_watermarks,
+    )
+    print("prefsync rebuild summary")
+    for name, value in asdict(stats).items():
+        print(f"  {name.replace('_', ' '):<22}{value}")
+    unreadable = stats.unreadable_in_topic + stats.unreadable_in_redis
+    return 1 if unreadable else 0

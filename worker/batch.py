@@ -1,0 +1,154 @@
+"""One batch of consumed messages on its way from Kafka to Redis and back to Kafka.
+
+A batch keeps every message with the result of decoding it: a merge change, or the
+error that sends it to the dead-letter topic. So the batch can be written again after
+a Redis outage, shrunk to the partitions a rebalance leaves, or grown by messages
+that arrive while it waits.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import Message
+
+from prefsync.codec import WireCodec
+from prefsync.domain.events import to_change
+from prefsync.domain.snapshot import Change
+from prefsync.errors import DecodeError, ValidationError
+
+__all__ = ["Batch", "Stage", "decode_message"]
+
+Partition = tuple[str, int]
+
+
+class Stage(enum.Enum):
+    """The next step a batch needs: write Redis, publish to Kafka, commit offsets."""
+
+    WRITE = "write"
+    PUBLISH = "publish"
+    COMMIT = "commit"
+
+
+def decode_message(
+    codec: WireCodec,
+    message: Message,
+    checks: Sequence[Callable[[Message, dict[str, Any]], None]] = (),
+) -> Change:
+    """Decode and validate one input message into a merge change.
+
+    ``checks`` run on the decoded record after the domain rules; one raising
+    ValidationError dead-letters the message like any rule violation.
+
+    Raises:
+        DecodeError: the message cannot be decoded or breaks a rule (a subclass,
+            ValidationError, for rule violations and a key that differs from the
+            customer id).
+    """
+    _, record_name, record = codec.decode(message.value())
+    change = to_change(record_name, record)
+    for check in checks:
+        check(message, record)
+    key = message.key()
+    if key is not None and key.decode(errors="replace") != change.customer_id:
+        raise ValidationError(
+            "message key differs from customer_id: key messages by customer id so "
+            "one customer's events share a partition",
+            error_class="key_mismatch",
+        )
+    return change
+
+
+@dataclass
+class Batch:
+    """Decoded messages and the state of their commit path."""
+
+    entries: list[tuple[Message, Change | DecodeError]] = field(default_factory=list)
+    stage: Stage = Stage.WRITE
+    started_at: float = field(default_factory=time.monotonic)
+    # Customers whose stored snapshot could not be read: their events are
+    # dead-lettered instead of applied.
+    unreadable: dict[str, DecodeError] = field(default_factory=dict)
+    # Sealed values to publish to the snapshot topic, by customer id.
+    sealed: dict[str, bytes] = field(default_factory=dict)
+    # Partitions whose offsets must not be committed, because Redis was found to
+    # have lost data and the partition is replayed from its watermark.
+    replayed: set[Partition] = field(default_factory=set)
+    # Whether this attempt's snapshots and dead letters were handed to the producer.
+    produced: bool = False
+
+    def add(self, message: Message, outcome: Change | DecodeError) -> None:
+        """Append one message; the batch must be written again."""
+        self.entries.append((message, outcome))
+        self.stage = Stage.WRITE
+        self.produced = False
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def changes(self) -> dict[str, list[Change]]:
+        """Return the changes to apply, by customer, in arrival order."""
+        grouped: dict[str, list[Change]] = defaultdict(list)
+        for _, outcome in self.entries:
+            if (
+                isinstance(outcome, Change)
+                and outcome.customer_id not in self.unreadable
+            ):
+                grouped[outcome.customer_id].append(outcome)
+        return grouped
+
+    def dead_letters(self) -> list[tuple[Message, DecodeError]]:
+        """Return every message for the dead-letter topic with its error."""
+        dead: list[tuple[Message, DecodeError]] = []
+        for message, outcome in self.entries:
+            if isinstance(outcome, DecodeError):
+                dead.append((message, outcome))
+            elif outcome.customer_id in self.unreadable:
+                dead.append((message, self.unreadable[outcome.customer_id]))
+        return dead
+
+    def next_offsets(self) -> dict[Partition, int]:
+        """Return, per partition, the offset after its last message."""
+        highest: dict[Partition, int] = {}
+        for message, _ in self.entries:
+            tp = (message.topic(), message.partition())
+            highest[tp] = max(highest.get(tp, -1), message.offset())
+        return {tp: offset + 1 for tp, offset in highest.items()}
+
+    def ranges(self) -> dict[str, list[int]]:
+        """Return ``{"topic[partition]": [first offset, last offset]}`` for logs."""
+        bounds: dict[Partition, list[int]] = {}
+        for message, _ in self.entries:
+            tp = (message.topic(), message.partition())
+            offset = message.offset()
+            low_high = bounds.setdefault(tp, [offset, offset])
+            low_high[0] = min(low_high[0], offset)
+            low_high[1] = max(low_high[1], offset)
+        return {f"{t}[{p}]": bounds[(t, p)] for t, p in sorted(bounds)}
+
+    def commit_offsets(self) -> dict[Partition, int]:
+        """Return the offsets to commit: every partition except replayed ones."""
+        return {
+            tp: offset
+            for tp, offset in self.next_offsets().items()
+            if tp not in self.replayed
+        }
+
+    def without(self, partitions: set[Partition]) -> Batch:
+        """Return a copy without the messages of ``partitions``, to be written again."""
+        kept = Batch(started_at=self.started_at)
+        for message, outcome in self.entries:
+            if (message.topic(), message.partition()) not in partitions:
+                kept.entries.append((message, outcome))
+        kept.unreadable = dict(self.unreadable)
+        kept.replayed = self.replayed - partitions
+        return kept
+
+    def partitions(self) -> set[Partition]:
+        """Return the partitions the batch has messages of."""
+        return {(m.topic(), m.partition()) for m, _ in self.entries}
