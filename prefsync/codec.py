@@ -27,6 +27,7 @@ import httpx
 from fastavro.read import SchemaResolutionError
 from fastavro.types import Schema
 
+from prefsync.domain.cards import forbidden_card_fields
 from prefsync.errors import ConfigError, DecodeError
 
 __all__ = ["SCHEMA_DIR", "SchemaCatalog", "WireCodec", "strip_logical_types"]
@@ -95,6 +96,15 @@ class SchemaCatalog:
     def _add(
         self, schema_id: int, raw: dict[str, Any], *, local: bool = True
     ) -> tuple[str, Schema]:
+        card_fields = forbidden_card_fields(raw)
+        if card_fields:
+            raise DecodeError(
+                f"schema id {schema_id} has fields named like card data "
+                f"({', '.join(card_fields)}): events may carry payment tokens, brand, "
+                "last four digits and expiry only",
+                error_class="card_field_in_schema",
+                schema_id=schema_id,
+            )
         parsed = fastavro.parse_schema(strip_logical_types(raw))
         name = parsed["name"]  # type: ignore[index]
         entry = (name, parsed)

@@ -29,6 +29,9 @@ class TopicNames:
     snapshots: str = "prefsync.snapshots"
     applied: str = "prefsync.applied"
     defaults: str = "prefsync.defaults"
+    keys: str = "prefsync.keys"
+    erasures: str = "prefsync.erasures"
+    audit: str = "prefsync.audit"
 
     def inputs(self) -> list[str]:
         """Return the topics the worker consumes."""
@@ -51,6 +54,10 @@ class Settings:
     max_message_bytes: int = 64 * 1024
     schema_registry_url: str | None = None
     key_file: Path | None = None
+    key_warn_at: int = 2**28
+    key_hard_limit: int = 2**30
+    data_key_cache_entries: int = 100_000
+    keys_max_compaction_lag_ms: int = 24 * 3600 * 1000
     stack_dir: Path = Path(".stack")
     log_level: str = "info"
     worker_http_port: int = 9400
@@ -103,6 +110,9 @@ class Settings:
             if ENV_PREFIX + "TOPIC_" + item.name.upper() in env
         }
         return cls(topics=TopicNames(**topic_values), **values)
+
+    def __repr__(self) -> str:
+        return f"Settings({self.redacted()!r})"
 
     @property
     def key_path(self) -> Path:

@@ -17,8 +17,9 @@ from __future__ import annotations
 import argparse
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
 from confluent_kafka import (
@@ -33,8 +34,10 @@ from confluent_kafka import (
 
 from prefsync.codec import SchemaCatalog, WireCodec
 from prefsync.config import Settings
-from prefsync.errors import DecodeError, PrefsyncError, StackError
+from prefsync.errors import DecodeError, DecryptError, PrefsyncError, StackError
+from producers.dead_letter import open_dead_letter
 from worker.batch import decode_message
+from worker.main import build_store
 
 __all__ = ["ReplayStats", "configure_parser", "replay", "run", "summarize"]
 
@@ -115,6 +118,20 @@ def _read_to_end(
                 yield message
 
 
+class _OpenedMessage:
+    """A dead letter with its payload decrypted, for decoding and producing again."""
+
+    def __init__(self, message: Message, payload: bytes):
+        self._message = message
+        self._payload = payload
+
+    def value(self) -> bytes:
+        return self._payload
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._message, name)
+
+
 def _skip_reason(
     message: Message, headers: dict[str, str], settings: Settings, codec: WireCodec
 ) -> str | None:
@@ -140,8 +157,12 @@ def replay(
     from_beginning: bool = False,
     dry_run: bool = False,
     force: bool = False,
+    opener: Callable[[Message], bytes] | None = None,
 ) -> ReplayStats:
     """Replay dead letters that decode now (see the module doc) and return counts.
+
+    ``opener`` decrypts a sealed dead-letter payload; a payload it cannot open (the
+    customer was erased and the data key shredded) is skipped.
 
     Raises:
         StackError: Kafka is unreachable or the topic is missing.
@@ -173,15 +194,22 @@ def replay(
     last: dict[int, int] = {}
     topic = settings.topics.dead_letter
     try:
-        for message in _read_to_end(consumer, topic, from_beginning):
+        for sealed in _read_to_end(consumer, topic, from_beginning):
             stats.read += 1
-            last[message.partition()] = message.offset()
-            headers = _headers(message)
+            last[sealed.partition()] = sealed.offset()
+            headers = _headers(sealed)
             error_class = headers.get("prefsync.error.class", "unknown")
             stats.by_class[error_class] += 1
             if error_classes and error_class not in error_classes:
                 stats.skipped["error_class_not_selected"] += 1
                 continue
+            message: Any = sealed
+            if opener is not None and sealed.value():
+                try:
+                    message = _OpenedMessage(sealed, opener(sealed))
+                except DecryptError:
+                    stats.skipped["payload_unreadable"] += 1
+                    continue
             reason = _skip_reason(message, headers, settings, codec)
             if reason is not None and not (force and reason.startswith("still_")):
                 stats.skipped[reason] += 1
@@ -303,8 +331,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.action == "summary":
         stats = summarize(settings)
     else:
+        store = build_store(settings, actor="dead-letter-replay")
         stats = replay(
             settings,
+            opener=lambda message: open_dead_letter(message, store, store.keyring),
             error_classes=frozenset(args.error_class),
             group=args.group,
             from_beginning=args.from_beginning,

@@ -6,6 +6,8 @@ __all__ = [
     "ConfigError",
     "DecodeError",
     "DecryptError",
+    "ErasureError",
+    "KeyUsageExceeded",
     "PrefsyncError",
     "StackError",
     "StoreUnavailable",
@@ -47,3 +49,11 @@ class DecryptError(PrefsyncError):
 
 class StoreUnavailable(PrefsyncError):
     """Redis could not be reached or answered with an error."""
+
+
+class KeyUsageExceeded(PrefsyncError):
+    """A key reached its encryption limit; rotate it before it encrypts again."""
+
+
+class ErasureError(PrefsyncError):
+    """A customer's erasure could not be completed; it is safe to run it again."""

@@ -1,8 +1,8 @@
 """``prefsync rebuild``: restore Redis from the compacted snapshot topic.
 
 The worker publishes every snapshot it writes to ``prefsync.snapshots`` before it
-commits the offsets, so the topic contains at least the state up to the group's committed
-offsets. A rebuild:
+commits the offsets, so the topic contains at least the state up to the group's
+committed offsets. A rebuild:
 
 1. reads the worker group's committed offsets of the input topics;
 2. reads the snapshot topic from its beginning to the end it had at the start;
@@ -14,6 +14,11 @@ offsets. A rebuild:
 
 An erased customer's snapshot is a tombstone that keeps the erasure stamp, so a
 rebuild restores the erasure and older events stay ignored afterwards.
+
+Values are sealed under per-customer data keys. Before a chunk is decrypted, the
+rebuild puts each value's data key record back into Redis from the key topic
+(``prefsync.keys``) where Redis lacks it. A value whose data key the topic no longer
+has was shredded by an erasure: it is skipped and counted, never restored.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
+import redis
 import structlog
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -37,11 +43,12 @@ from confluent_kafka import (
 from tqdm import tqdm
 
 from prefsync.config import Settings
-from prefsync.crypto import Keyring
+from prefsync.datakeys import data_key_key, journal_key, read_compacted
 from prefsync.domain.join import join
 from prefsync.domain.snapshot import Snapshot
-from prefsync.errors import PrefsyncError, StackError
-from prefsync.store import SnapshotStore, connect
+from prefsync.errors import PrefsyncError, StackError, StoreUnavailable
+from prefsync.store import SnapshotStore, value_dek_id
+from worker.main import build_store
 
 __all__ = ["RebuildStats", "configure_parser", "rebuild", "run"]
 
@@ -65,6 +72,7 @@ class RebuildStats:
     customers_written: int = 0
     customers_unchanged: int = 0
     unreadable_in_topic: int = 0
+    shredded_in_topic: int = 0
     unreadable_in_redis: int = 0
     write_conflicts: int = 0
     watermarks: int = 0
@@ -107,8 +115,12 @@ def rebuild(
     *,
     progress: bool = True,
     restore_watermarks: bool = True,
+    journaled: dict[bytes, bytes] | None = None,
 ) -> RebuildStats:
     """Join every snapshot of the snapshot topic into Redis (steps 1 to 4 above).
+
+    ``journaled`` is the key topic's content (``read_compacted``); it is read here
+    when None.
 
     Raises:
         StackError: Kafka is unreachable, or the read stalled before the end.
@@ -117,6 +129,8 @@ def rebuild(
     started = time.monotonic()
     stats = RebuildStats()
     committed = _committed_offsets(settings) if restore_watermarks else {}
+    if journaled is None:
+        journaled = read_compacted(settings.kafka_bootstrap, settings.topics.keys)
     consumer = Consumer(
         {
             "bootstrap.servers": settings.kafka_bootstrap,
@@ -131,7 +145,7 @@ def rebuild(
         ends = _assign_all(consumer, settings.topics.snapshots)
         meter = _Progress(sum(high - low for low, high in ends.values()), progress)
         for chunk in _read_to_end(consumer, ends):
-            _join_chunk(store, chunk, stats)
+            _join_chunk(store, chunk, stats, journaled)
             meter.update(stats.messages, stats)
         meter.close()
     finally:
@@ -239,17 +253,26 @@ def _read_to_end(
 
 
 def _join_chunk(
-    store: SnapshotStore, chunk: list[Message], stats: RebuildStats
+    store: SnapshotStore,
+    chunk: list[Message],
+    stats: RebuildStats,
+    journaled: dict[bytes, bytes],
 ) -> None:
     """Join one chunk of topic snapshots into Redis with check-and-set writes."""
-    incoming: dict[str, Snapshot] = {}
+    items: list[tuple[str, bytes, Message]] = []
     for message in chunk:
         stats.messages += 1
         key = message.key()
-        if key is None or message.value() is None:
+        value = message.value()
+        if key is None or value is None:
             continue
-        customer_id = key.decode(errors="replace")
-        stored = store.unseal(customer_id, message.value())
+        items.append((key.decode(errors="replace"), value, message))
+    items = _restore_data_keys(store, items, journaled, stats)
+    opened = store.unseal_many(
+        [(customer_id, value) for customer_id, value, _ in items]
+    )
+    incoming: dict[str, Snapshot] = {}
+    for (customer_id, _, message), stored in zip(items, opened, strict=True):
         if stored.snapshot is None:
             stats.unreadable_in_topic += 1
             log.error(
@@ -276,6 +299,33 @@ def _join_chunk(
         f"{len(pending)} customers still conflicted after {MAX_WRITE_ATTEMPTS} "
         "attempts; a worker is updating them continuously, run the rebuild again"
     )
+
+
+def _restore_data_keys(
+    store: SnapshotStore,
+    items: list[tuple[str, bytes, Message]],
+    journaled: dict[bytes, bytes],
+    stats: RebuildStats,
+) -> list[tuple[str, bytes, Message]]:
+    """Put missing data key records back from the key topic; drop shredded values."""
+    kept = []
+    pipe = store.client.pipeline(transaction=False)
+    for customer_id, value, message in items:
+        dek_id = value_dek_id(value)
+        if dek_id is None:
+            kept.append((customer_id, value, message))
+            continue
+        record = journaled.get(journal_key(customer_id, dek_id))
+        if record is None:
+            stats.shredded_in_topic += 1
+            continue
+        pipe.set(data_key_key(customer_id), record, nx=True)
+        kept.append((customer_id, value, message))
+    try:
+        pipe.execute()
+    except redis.RedisError as exc:
+        raise StoreUnavailable(f"Redis write failed: {type(exc).__name__}") from exc
+    return kept
 
 
 def _joined_writes(
@@ -321,10 +371,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     """Rebuild Redis from the snapshot topic and print the figures."""
-    store = SnapshotStore(
-        connect(settings.redis_url, cluster=settings.redis_cluster),
-        Keyring.load(settings.key_path),
-    )
+    store = build_store(settings, actor="rebuild")
     stats = rebuild(
         settings,
         store,

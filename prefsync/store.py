@@ -1,13 +1,23 @@
 """Encrypted snapshots in Redis: batched reads and conditional (check-and-set) writes.
 
-A stored value is ``0x01 | generation (8 bytes, big-endian) | envelope``. The
-generation counts writes of that key. A write succeeds only if the stored generation
-is still the one the writer read, checked by a Lua script, so two writers (two
-workers during a rebalance, or a worker and a rebuild) never lose each other's
-changes: the loser re-reads, re-merges and tries again.
+A stored value is::
 
-Keys are ``pref:{<customer id>}``. The braces are a Redis Cluster hash tag, so every
-key prefsync keeps for one customer lands in the same slot.
+    0x02 | generation (8 bytes, big-endian) | dek id (8) | nonce (12) | ciphertext + tag
+
+encrypted with AES-256-GCM under the customer's data key (see
+:mod:`prefsync.datakeys`), with associated data ``0x02 | dek id | customer id``. The
+generation is not authenticated: it only orders writes. Values of format ``0x01``
+(encrypted under a keyring key directly, before data keys existed) are still read.
+
+The generation counts writes of that key. A write succeeds only if the stored
+generation is still the one the writer read, and the data key record is still the
+one the value was sealed with, both checked by one Lua script. So two writers (two
+workers during a rebalance, or a worker and an erasure) never lose each other's
+changes, and nothing is ever written under a data key that was shredded meanwhile.
+
+Keys are ``pref:{<customer id>}`` and ``dek:{<customer id>}``. The braces are a Redis
+Cluster hash tag, so every key prefsync keeps for one customer lands in the same slot
+and one ``MGET`` reads a customer's value and data key in one round trip.
 
 Next to the snapshots, the worker keeps one offset watermark per consumer group and
 input partition (``prefsync:watermark:<group>:<topic>:<partition>``): the offset up to
@@ -18,46 +28,109 @@ older state, and the worker replays the partition from the watermark.
 
 from __future__ import annotations
 
+import os
 import struct
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import redis
+import structlog
+from cryptography.exceptions import InvalidTag
 from redis.cluster import RedisCluster
 from redis.commands.core import Script
 from redis.exceptions import NoScriptError
 
+from prefsync.api.pseudonym import Pseudonymizer
 from prefsync.crypto import Keyring
+from prefsync.datakeys import (
+    DEK_ID_BYTES,
+    NO_EPOCH,
+    DataKey,
+    DataKeyCache,
+    KeyJournal,
+    data_key_key,
+    epoch_of,
+    new_data_key,
+    parse_data_key,
+    record_dek_id,
+)
 from prefsync.domain.encoding import decode_snapshot, encode_snapshot
-from prefsync.domain.snapshot import Snapshot
+from prefsync.domain.events import SOURCES
+from prefsync.domain.snapshot import Snapshot, Stamp
 from prefsync.errors import DecryptError, StoreUnavailable
 
 __all__ = [
     "KEY_PREFIX",
+    "USAGE_KEY",
     "WATERMARK_PREFIX",
     "SnapshotStore",
     "Stored",
     "connect",
     "snapshot_key",
+    "value_dek_id",
     "watermark_key",
 ]
 
+log = structlog.get_logger()
+
 KEY_PREFIX = "pref:"
-VALUE_FORMAT = 1
+# Redis hash of encryptions per keyring key id, shared by every process.
+USAGE_KEY = "prefsync:key-usage"
+VALUE_FORMAT = 2
+LEGACY_VALUE_FORMAT = 1
+NONCE_BYTES = 12
 _GENERATION = struct.Struct(">Q")
 _HEADER_BYTES = 1 + _GENERATION.size
+_V2_HEADER_BYTES = _HEADER_BYTES + DEK_ID_BYTES
+_PAYLOAD_LABEL = b"prefsync-payload"
+# Format, id and epoch at the start of a data key record.
+_RECORD_ID_EPOCH_BYTES = 1 + DEK_ID_BYTES + 8
 
-# KEYS[1] = snapshot key; ARGV[1] = expected generation bytes ("" when the key must be
-# absent); ARGV[2] = new value. Returns 1 when written, 0 on a generation mismatch.
-_CHECK_AND_SET = """
+# KEYS[1] = snapshot key, KEYS[2] = data key record key.
+# ARGV[1] = expected generation bytes ("" when the value must be absent);
+# ARGV[2] = new value, whose bytes 10-17 are the id of the data key it is sealed with.
+# Creating a key also passes ARGV[3] = the new data key record and ARGV[4] = the id
+# of the record it replaces ("" when none may exist).
+# Returns 1 when written, 0 when the generation or the data key changed meanwhile.
+# Two scripts, so the common case (the key exists) sends two arguments only.
+_CHECK_PREFIX = """
 local current = redis.call('GET', KEYS[1])
 if current then
   if string.sub(current, 2, 9) ~= ARGV[1] then return 0 end
 elseif ARGV[1] ~= '' then
   return 0
 end
+local record = redis.call('GET', KEYS[2])
+local present = ''
+if record then present = string.sub(record, 2, 9) end
+"""
+_CHECK_AND_SET = (
+    _CHECK_PREFIX
+    + """
+if present ~= string.sub(ARGV[2], 10, 17) then return 0 end
 redis.call('SET', KEYS[1], ARGV[2])
+return 1
+"""
+)
+_CHECK_AND_CREATE = (
+    _CHECK_PREFIX
+    + """
+if present ~= ARGV[4] then return 0 end
+redis.call('SET', KEYS[2], ARGV[3])
+redis.call('SET', KEYS[1], ARGV[2])
+return 1
+"""
+)
+
+# KEYS as above. ARGV[1] = value expected ("" for none), ARGV[2] = data key record
+# expected ("" for none). Deletes both when neither changed; returns 1, else 0.
+_DELETE_IF_UNCHANGED = """
+local value = redis.call('GET', KEYS[1]) or ''
+local record = redis.call('GET', KEYS[2]) or ''
+if value ~= ARGV[1] or record ~= ARGV[2] then return 0 end
+redis.call('DEL', KEYS[1], KEYS[2])
 return 1
 """
 
@@ -76,6 +149,14 @@ return current
 WATERMARK_PREFIX = "prefsync:watermark:"
 
 RedisClient = redis.Redis | RedisCluster
+ScriptCall = tuple[Script, list[str], list[Any]]
+"""A script, its keys and its arguments, for :meth:`SnapshotStore._run_scripts`."""
+
+
+def _no_script(result: object) -> bool:
+    return isinstance(result, NoScriptError)
+
+
 Partition = tuple[str, int]
 
 
@@ -89,8 +170,19 @@ def watermark_key(group: str, topic: str, partition: int) -> str:
     return f"{WATERMARK_PREFIX}{group}:{topic}:{partition}"
 
 
+def value_dek_id(value: bytes) -> bytes | None:
+    """Return the data key id a stored value is sealed with (None for format 1)."""
+    if len(value) < _V2_HEADER_BYTES or value[0] != VALUE_FORMAT:
+        return None
+    return value[_HEADER_BYTES:_V2_HEADER_BYTES]
+
+
 def connect(url: str, *, cluster: bool = False, timeout_s: float = 5.0) -> RedisClient:
-    """Create a Redis client (or a Redis Cluster client) for ``url``."""
+    """Create a Redis client (or a Redis Cluster client) for ``url``.
+
+    ACL credentials and TLS come from the URL: ``rediss://USER:PASSWORD@host:port/0
+    ?ssl_ca_certs=ca.pem`` (see docs/privacy.md).
+    """
     if cluster:
         return RedisCluster.from_url(url, socket_timeout=timeout_s)
     return redis.Redis.from_url(
@@ -112,13 +204,42 @@ class Stored:
 
 
 class SnapshotStore:
-    """Read and write encrypted snapshots, many per round trip."""
+    """Read and write encrypted snapshots, many per round trip.
 
-    def __init__(self, client: RedisClient, keyring: Keyring):
+    ``journal`` receives every new data key record before Redis does, and the
+    tombstone of every shredded one. Without it, data keys live in Redis only, which
+    suits readers and tests but not the worker. ``actor`` names the writer in erasure
+    audit records, and ``pseudonymizer`` names the customer there.
+    """
+
+    def __init__(
+        self,
+        client: RedisClient,
+        keyring: Keyring,
+        *,
+        journal: KeyJournal | None = None,
+        cache_entries: int = 100_000,
+        actor: str = "worker",
+        pseudonymizer: Pseudonymizer | None = None,
+    ):
         self.client = client
         self.keyring = keyring
+        self.journal = journal
+        self.actor = actor
+        self.pseudonymizer = pseudonymizer
+        self.data_keys = DataKeyCache(cache_entries)
+        self.data_key_max_encryptions = keyring.hard_limit
+        # Header (id and epoch) of the data key record present in Redis at the last
+        # read, per customer, and keys proposed by seal() not stored yet.
+        self._present: dict[str, bytes] = {}
+        self.audit_context: dict[str, object] = {}
+        self._proposed: dict[str, tuple[DataKey, DataKey | None]] = {}
+        # Erasure floor of the snapshot each proposal was made for, for the audit.
+        self._proposed_floor: dict[str, Stamp | None] = {}
         self._check_and_set = client.register_script(_CHECK_AND_SET)
         self._raise_watermark = client.register_script(_RAISE_WATERMARK)
+        self._check_and_create = client.register_script(_CHECK_AND_CREATE)
+        self._delete_if_unchanged = client.register_script(_DELETE_IF_UNCHANGED)
 
     def read_many(self, customer_ids: Iterable[str]) -> dict[str, Stored]:
         """Read and decrypt the snapshots of ``customer_ids`` in one round trip.
@@ -127,28 +248,50 @@ class SnapshotStore:
             StoreUnavailable: Redis could not be reached.
         """
         ids = list(customer_ids)
+        self.keyring.maybe_reload()
+        pairs = self.read_records(ids)
+        if len(self._present) > 4 * self.data_keys.max_entries:
+            self._present.clear()
+        return {
+            cid: self._unseal(cid, value, record)
+            for cid, (value, record) in zip(ids, pairs, strict=True)
+        }
+
+    def read_records(
+        self, customer_ids: list[str]
+    ) -> list[tuple[bytes | None, bytes | None]]:
+        """Return each customer's raw ``(value, data key record)`` in one round trip."""
         try:
             pipe = self.client.pipeline(transaction=False)
-            for customer_id in ids:
+            # Two GETs, not one MGET: redis-py's cluster pipeline rejects MGET even
+            # for keys of one slot.
+            for customer_id in customer_ids:
                 pipe.get(snapshot_key(customer_id))
-            values = pipe.execute()
+                pipe.get(data_key_key(customer_id))
+            results = pipe.execute()
         except redis.RedisError as exc:
             raise StoreUnavailable(f"Redis read failed: {type(exc).__name__}") from exc
-        return {
-            cid: self._unseal(cid, value)
-            for cid, value in zip(ids, values, strict=True)
-        }
+        return list(zip(results[::2], results[1::2], strict=True))
 
     def read(self, customer_id: str) -> Snapshot | None:
         """Read one customer's snapshot, or None when there is none.
 
-        One plain GET: a one-key pipeline costs a terminal's lookup about 10 us more.
+        One MGET of the value and its data key, both in the customer's slot: a
+        one-command pipeline costs a terminal's lookup about 10 us more.
 
         Raises:
             DecryptError: the stored value failed authentication.
-            StoreUnavailable: Redis could not be reached.
         """
-        stored = self._unseal(customer_id, self.read_raw(customer_id))
+        self.keyring.maybe_reload()
+        try:
+            value, record = self.client.mget(
+                snapshot_key(customer_id), data_key_key(customer_id)
+            )  # type: ignore[misc]
+        except redis.RedisError as exc:
+            raise StoreUnavailable(f"Redis read failed: {type(exc).__name__}") from exc
+        if len(self._present) > 4 * self.data_keys.max_entries:
+            self._present.clear()
+        stored = self._unseal(customer_id, value, record)
         if stored.error is not None:
             raise stored.error
         return stored.snapshot
@@ -163,66 +306,259 @@ class SnapshotStore:
     def write_many(self, writes: list[tuple[Snapshot, int]]) -> list[str]:
         """Write each ``(snapshot, generation read)`` if the generation still matches.
 
+        New data key records reach the journal (acknowledged) before Redis.
         All writes go in one pipelined round trip.
 
         Returns:
             The customer ids whose write lost a race; the caller re-reads and retries.
 
         Raises:
-            StoreUnavailable: Redis could not be reached, and no write can be
-                assumed done.
+            StoreUnavailable: Redis or the key journal could not be reached; nothing
+                can be assumed written.
+            KeyUsageExceeded: the primary keyring key reached its limit.
         """
+        if not writes:
+            return []
+        self.keyring.maybe_reload()
         return self.write_sealed(
             [(s.customer_id, g, self.seal(s, g + 1)) for s, g in writes]
         )
 
-    def _run_script(
-        self, script: Script, calls: list[tuple[list[str], list[Any]]]
-    ) -> list[Any]:
-        """Run ``script`` once per ``(keys, args)`` in one pipeline; return the results.
+    def write_sealed(self, writes: list[tuple[str, int, bytes]]) -> list[str]:
+        """Write each ``(customer id, generation read, sealed value)`` if still current.
 
-        A plain pipeline loads its scripts before it runs, but a Redis Cluster
-        pipeline only sends EVALSHA, so a node that has not seen the script yet (a
-        new or restarted node) rejects it with NOSCRIPT. The script is then loaded on
-        every primary (SCRIPT LOAD on a cluster client reaches them all) and the
-        rejected calls run again.
+        Each value must come from :meth:`seal` at the generation read plus one, so the
+        same bytes can go to Redis and to the snapshot topic. New data key records
+        that :meth:`seal` proposed reach the journal (acknowledged) before Redis. All
+        writes go in one pipelined round trip.
+
+        Returns:
+            The customer ids whose write lost a race; the caller re-reads and retries.
 
         Raises:
-            redis.RedisError: Redis could not be reached or a call failed.
+            StoreUnavailable: Redis or the key journal could not be reached; nothing
+                can be assumed written.
         """
-        results = self._pipeline_script(script, calls)
-        missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
+        if not writes:
+            return []
+        created = {
+            customer_id: self._proposed[customer_id]
+            for customer_id, _, _ in writes
+            if customer_id in self._proposed
+        }
+        if created and self.journal is not None:
+            for customer_id, (data_key, _) in created.items():
+                self.journal.publish(customer_id, data_key.record)
+            self.journal.flush()
+        results = self._execute_writes(writes, created)
+        lost = []
+        for (customer_id, _, _), written in zip(writes, results, strict=True):
+            new, replaced = self._proposed.pop(customer_id, (None, None))
+            floor = self._proposed_floor.pop(customer_id, None)
+            if written:
+                if new is not None:
+                    self._adopt(customer_id, new, replaced, floor)
+            else:
+                lost.append(customer_id)
+                self.data_keys.drop(customer_id)
+                if new is not None and self.journal is not None:
+                    self.journal.tombstone(customer_id, new.dek_id)
+        if self.journal is not None and (created or lost):
+            self.journal.flush()
+        return lost
+
+    def discard_proposal(self, customer_id: str) -> bool:
+        """Forget a data key that :meth:`seal` proposed but nobody will write.
+
+        Returns:
+            True when there was one: a value sealed under it must not be kept,
+            because the key never reaches the journal.
+        """
+        self._proposed_floor.pop(customer_id, None)
+        return self._proposed.pop(customer_id, None) is not None
+
+    def _execute_writes(
+        self,
+        writes: list[tuple[str, int, bytes]],
+        created: dict[str, tuple[DataKey, DataKey | None]],
+    ) -> list[int]:
+        usage = self.keyring.drain_usage()
+        calls: list[ScriptCall] = []
+        for customer_id, generation, value in writes:
+            expected = b"" if generation == 0 else _GENERATION.pack(generation)
+            keys = [snapshot_key(customer_id), data_key_key(customer_id)]
+            new = created.get(customer_id, (None, None))[0]
+            if new is None:
+                calls.append((self._check_and_set, keys, [expected, value]))
+                continue
+            replaced_id = self._present.get(customer_id, b"")[1 : 1 + DEK_ID_BYTES]
+            args = [expected, value, new.record, replaced_id]
+            calls.append((self._check_and_create, keys, args))
+
+        def count_usage(pipe: Any) -> None:
+            for key_id, count in usage.items():
+                pipe.hincrby(USAGE_KEY, key_id, count)
+
+        try:
+            results = self._run_scripts(calls, then=count_usage)
+        except redis.RedisError as exc:
+            self.keyring.restore_usage(usage)
+            raise StoreUnavailable(f"Redis write failed: {type(exc).__name__}") from exc
+        self.keyring.record_usage(dict(zip(usage, results[len(writes) :], strict=True)))
+        return results[: len(writes)]
+
+    def _run_scripts(
+        self,
+        calls: list[ScriptCall],
+        *,
+        then: Callable[[Any], None] | None = None,
+    ) -> list[Any]:
+        """Run script calls, then the commands ``then`` adds, in one pipeline.
+
+        A plain pipeline loads its scripts before it runs, but a Redis Cluster
+        pipeline only sends EVALSHA, so a node that has not seen a script yet (a new
+        or restarted node) rejects the call with NOSCRIPT and runs nothing for it.
+        Those scripts are then loaded on every primary (SCRIPT LOAD on a cluster
+        client reaches them all) and only the rejected calls run again.
+
+        Raises:
+            redis.RedisError: Redis could not be reached, or a command failed.
+        """
+        pipe = self.client.pipeline(transaction=False)
+        for script, keys, args in calls:
+            script(keys=keys, args=args, client=pipe)
+        if then is not None:
+            then(pipe)
+        results: list[Any] = pipe.execute(raise_on_error=False)
+        missing = [i for i, r in enumerate(results[: len(calls)]) if _no_script(r)]
         if missing:
-            self.client.script_load(script.script)
-            retried = self._pipeline_script(script, [calls[i] for i in missing])
-            for index, result in zip(missing, retried, strict=True):
+            for script in {calls[i][0].sha: calls[i][0] for i in missing}.values():
+                self.client.script_load(script.script)
+            retry = self.client.pipeline(transaction=False)
+            for index in missing:
+                script, keys, args = calls[index]
+                script(keys=keys, args=args, client=retry)
+            for index, result in zip(missing, retry.execute(), strict=True):
                 results[index] = result
         for result in results:
             if isinstance(result, Exception):
                 raise result
         return results
 
-    def _pipeline_script(
-        self, script: Script, calls: list[tuple[list[str], list[Any]]]
-    ) -> list[Any]:
-        pipe = self.client.pipeline(transaction=False)
-        for keys, args in calls:
-            script(keys=keys, args=args, client=pipe)
-        return pipe.execute(raise_on_error=False)  # type: ignore[no-any-return]
+    def _adopt(
+        self,
+        customer_id: str,
+        new: DataKey,
+        replaced: DataKey | None,
+        floor: Stamp | None,
+    ) -> None:
+        present = self._present.get(customer_id, b"")
+        old_id = present[1 : 1 + DEK_ID_BYTES]
+        old_epoch = present[1 + DEK_ID_BYTES : _RECORD_ID_EPOCH_BYTES] or NO_EPOCH
+        self.data_keys.put(customer_id, new)
+        self._present[customer_id] = new.record[:_RECORD_ID_EPOCH_BYTES]
+        if new.epoch == old_epoch or self.journal is None:
+            return
+        # The erasure floor rose: the old data key is shredded, and with it every
+        # copy of the customer's data sealed under it.
+        if old_id:
+            self.journal.tombstone(customer_id, old_id)
+        self.journal.audit(self.erasure_record(customer_id, floor, old_id, new))
+
+    def erasure_record(
+        self, customer_id: str, floor: Stamp | None, old_id: bytes, new: DataKey
+    ) -> dict[str, object]:
+        """Return the audit record of an erasure at ``floor``: no customer id, name or
+        value."""
+        pseudonym = self.pseudonym(customer_id)
+        if pseudonym is None:
+            log.error("erasure.pseudonym_unavailable", reason="no pseudonym key")
+        return {
+            **self.audit_context,
+            "event": "erasure",
+            "pseudonym": pseudonym,
+            "actor": self.actor,
+            "erased_at_ms": int(time.time() * 1000),
+            "floor": None
+            if floor is None
+            else {
+                "crm_version": floor[0],
+                "occurred_at_ms": floor[1],
+                "source": SOURCES[floor[3]],
+            },
+            "shredded_data_key": old_id.hex() or None,
+            "new_data_key": new.dek_id.hex(),
+        }
+
+    def pseudonym(self, customer_id: str) -> str | None:
+        """Return the customer's keyed pseudonym (the one applied events carry).
+
+        Returns None when the store was built without a pseudonymizer.
+        """
+        if self.pseudonymizer is None:
+            return None
+        return self.pseudonymizer.pseudonym(customer_id)
 
     def seal(self, snapshot: Snapshot, generation: int) -> bytes:
-        """Return the stored form of ``snapshot`` at ``generation``."""
-        envelope = self.keyring.encrypt(snapshot.customer_id, encode_snapshot(snapshot))
-        return bytes([VALUE_FORMAT]) + _GENERATION.pack(generation) + envelope
+        """Return the stored form of ``snapshot`` at ``generation``.
 
-    def _unseal(self, customer_id: str, value: bytes | None) -> Stored:
+        Uses the customer's current data key, or proposes a new one when there is
+        none, the erasure floor changed, or the key reached its encryption limit.
+        """
+        data_key = self._data_key_for_write(snapshot, generation)
+        customer_id = snapshot.customer_id
+        nonce = os.urandom(NONCE_BYTES)
+        aad = bytes([VALUE_FORMAT]) + data_key.dek_id + customer_id.encode()
+        sealed = data_key.cipher.encrypt(nonce, encode_snapshot(snapshot), aad)
+        return (
+            bytes([VALUE_FORMAT])
+            + _GENERATION.pack(generation)
+            + data_key.dek_id
+            + nonce
+            + sealed
+        )
+
+    def _data_key_for_write(self, snapshot: Snapshot, generation: int) -> DataKey:
+        customer_id = snapshot.customer_id
+        epoch = epoch_of(snapshot.erased)
+        proposed = self._proposed.get(customer_id)
+        if proposed is not None and proposed[0].epoch == epoch:
+            return proposed[0]
+        current = self.data_keys.get(customer_id)
+        if (
+            current is not None
+            and current.epoch == epoch
+            and generation - current.born_generation < self.data_key_max_encryptions
+        ):
+            return current
+        if current is not None and current.epoch == epoch:
+            log.info("keys.data_key_rotated", reason="encryption_limit")
+        created = new_data_key(self.keyring, customer_id, epoch, generation)
+        self._proposed[customer_id] = (created, current)
+        self._proposed_floor[customer_id] = snapshot.erased
+        return created
+
+    def _unseal(
+        self, customer_id: str, value: bytes | None, record: bytes | None = None
+    ) -> Stored:
+        self._present[customer_id] = (
+            b"" if record is None else record[:_RECORD_ID_EPOCH_BYTES]
+        )
         if value is None:
+            self._cache_record(customer_id, record)
             return Stored(0, None)
-        if len(value) < _HEADER_BYTES or value[0] != VALUE_FORMAT:
+        if len(value) < _HEADER_BYTES or value[0] not in (
+            VALUE_FORMAT,
+            LEGACY_VALUE_FORMAT,
+        ):
             return Stored(0, None, DecryptError("unknown stored value format"))
         (generation,) = _GENERATION.unpack_from(value, 1)
         try:
-            plaintext = self.keyring.decrypt(customer_id, value[_HEADER_BYTES:])
+            if value[0] == LEGACY_VALUE_FORMAT:
+                plaintext = self.keyring.decrypt(customer_id, value[_HEADER_BYTES:])
+                self._cache_record(customer_id, record)
+            else:
+                plaintext = self._decrypt_value(customer_id, value, record)
             snapshot = decode_snapshot(plaintext)
         except DecryptError as exc:
             return Stored(generation, None, exc)
@@ -234,44 +570,29 @@ class SnapshotStore:
             )
         return Stored(generation, snapshot)
 
-    def unseal(self, customer_id: str, value: bytes | None) -> Stored:
-        """Return a stored value decrypted, e.g. one read back from the snapshot topic.
+    def unseal_many(self, items: list[tuple[str, bytes]]) -> list[Stored]:
+        """Decrypt values read elsewhere (e.g. the snapshot topic), in one round trip.
 
-        A value that fails authentication is returned with ``error`` set.
+        Each customer's data key record is read from Redis. A value that fails
+        authentication, or whose data key is missing, is returned with ``error`` set.
         """
-        return self._unseal(customer_id, value)
-
-    def write_sealed(self, writes: list[tuple[str, int, bytes]]) -> list[str]:
-        """Write each ``(customer id, generation read, sealed value)`` if still current.
-
-        Each value must come from :meth:`seal` at the generation read plus one, so the
-        same bytes can go to Redis and to the snapshot topic. All writes go in one
-        pipelined round trip.
-
-        Returns:
-            The customer ids whose write lost a race; the caller re-reads and retries.
-
-        Raises:
-            StoreUnavailable: Redis could not be reached; assume nothing was written.
-        """
-        if not writes:
-            return []
-        calls = [
-            (
-                [snapshot_key(customer_id)],
-                [b"" if generation == 0 else _GENERATION.pack(generation), value],
-            )
-            for customer_id, generation, value in writes
-        ]
         try:
-            results = self._run_script(self._check_and_set, calls)
+            pipe = self.client.pipeline(transaction=False)
+            for customer_id, _ in items:
+                pipe.get(data_key_key(customer_id))
+            records = pipe.execute()
         except redis.RedisError as exc:
-            raise StoreUnavailable(f"Redis write failed: {type(exc).__name__}") from exc
+            raise StoreUnavailable(f"Redis read failed: {type(exc).__name__}") from exc
         return [
-            customer_id
-            for (customer_id, _, _), written in zip(writes, results, strict=True)
-            if not written
+            self._unseal(customer_id, value, record)
+            for (customer_id, value), record in zip(items, records, strict=True)
         ]
+
+    def unseal(self, customer_id: str, value: bytes | None) -> Stored:
+        """Return one value decrypted, e.g. one read back from the snapshot topic."""
+        if value is None:
+            return Stored(0, None)
+        return self.unseal_many([(customer_id, value)])[0]
 
     def swap_watermarks(
         self, group: str, offsets: dict[Partition, int]
@@ -366,14 +687,175 @@ class SnapshotStore:
             StoreUnavailable: Redis could not be reached.
         """
         partitions = list(offsets)
-        calls = [
-            ([watermark_key(group, topic, partition)], [offsets[(topic, partition)]])
+        calls: list[ScriptCall] = [
+            (
+                self._raise_watermark,
+                [watermark_key(group, topic, partition)],
+                [offsets[(topic, partition)]],
+            )
             for topic, partition in partitions
         ]
         try:
-            stored = self._run_script(self._raise_watermark, calls)
+            stored = self._run_scripts(calls)
         except redis.RedisError as exc:
             raise StoreUnavailable(
                 f"Redis watermark write failed: {type(exc).__name__}"
             ) from exc
         return {tp: int(value) for tp, value in zip(partitions, stored, strict=True)}
+
+    def _decrypt_value(
+        self, customer_id: str, value: bytes, record: bytes | None
+    ) -> bytes:
+        if len(value) < _V2_HEADER_BYTES + NONCE_BYTES:
+            raise DecryptError("truncated stored value")
+        dek_id = value[_HEADER_BYTES:_V2_HEADER_BYTES]
+        data_key = self._data_key_for_read(customer_id, dek_id, record)
+        nonce = value[_V2_HEADER_BYTES : _V2_HEADER_BYTES + NONCE_BYTES]
+        aad = bytes([VALUE_FORMAT]) + dek_id + customer_id.encode()
+        try:
+            return data_key.cipher.decrypt(
+                nonce, value[_V2_HEADER_BYTES + NONCE_BYTES :], aad
+            )
+        except InvalidTag as exc:
+            raise DecryptError(
+                "authentication failed: the value was altered or belongs to "
+                "another customer"
+            ) from exc
+
+    def _data_key_for_read(
+        self, customer_id: str, dek_id: bytes, record: bytes | None
+    ) -> DataKey:
+        if record is not None and record_dek_id(record) == dek_id:
+            cached = self.data_keys.get(customer_id)
+            if cached is not None and cached.dek_id == dek_id:
+                return cached
+        if record is None:
+            raise DecryptError(
+                "data key missing: the customer was erased (crypto-shredded), or the "
+                "data keys were not restored after a Redis loss; run `prefsync keys "
+                "restore`"
+            )
+        if record_dek_id(record) != dek_id:
+            raise DecryptError(
+                "data key mismatch: the value is sealed under a data key that was "
+                "replaced (the customer was erased) or copied from another customer"
+            )
+        data_key = parse_data_key(self.keyring, customer_id, record)
+        self.data_keys.put(customer_id, data_key)
+        return data_key
+
+    def _cache_record(self, customer_id: str, record: bytes | None) -> None:
+        if record is None:
+            self.data_keys.drop(customer_id)
+            return
+        cached = self.data_keys.get(customer_id)
+        if cached is not None and cached.dek_id == record_dek_id(record):
+            return
+        try:
+            self.data_keys.put(
+                customer_id, parse_data_key(self.keyring, customer_id, record)
+            )
+        except DecryptError as exc:
+            # A write proposes a new key and replaces this record.
+            self.data_keys.drop(customer_id)
+            log.warning("store.data_key_unreadable", error=str(exc))
+
+    def delete_if_unchanged(
+        self, customer_id: str, value: bytes | None, record: bytes | None
+    ) -> bool:
+        """Delete a customer's value and data key record if both are as read.
+
+        The journal gets a tombstone for the deleted data key. Used to shred values
+        that cannot be decrypted any more, and stale copies whose key is gone.
+
+        Returns:
+            True when deleted; False when another writer changed either meanwhile.
+        """
+        try:
+            deleted = self._delete_if_unchanged(
+                keys=[snapshot_key(customer_id), data_key_key(customer_id)],
+                args=[value or b"", record or b""],
+            )
+        except redis.RedisError as exc:
+            raise StoreUnavailable(f"Redis write failed: {type(exc).__name__}") from exc
+        if not deleted:
+            return False
+        self.data_keys.drop(customer_id)
+        self._present[customer_id] = b""
+        if record is not None and self.journal is not None:
+            self.journal.tombstone(customer_id, record_dek_id(record))
+            self.journal.flush()
+        return True
+
+    # Payloads outside Redis (dead letters) ----------------------------------------
+
+    def seal_payload(
+        self, customer_id: str, payload: bytes, purpose: bytes
+    ) -> tuple[bytes, bytes]:
+        """Encrypt ``payload`` under the customer's data key; return (dek id, sealed).
+
+        Erasing the customer shreds the key, so the payload becomes unreadable too.
+        Creates the customer's data key (journal first) when there is none yet.
+
+        Raises:
+            StoreUnavailable: Redis or the key journal could not be reached.
+        """
+        data_key = self._data_key_for_payload(customer_id)
+        nonce = os.urandom(NONCE_BYTES)
+        aad = _PAYLOAD_LABEL + purpose + data_key.dek_id + customer_id.encode()
+        return data_key.dek_id, nonce + data_key.cipher.encrypt(nonce, payload, aad)
+
+    def open_payload(
+        self, customer_id: str, dek_id: bytes, sealed: bytes, purpose: bytes
+    ) -> bytes:
+        """Decrypt a payload made by :meth:`seal_payload`.
+
+        Raises:
+            DecryptError: the data key was shredded or replaced, or the payload was
+                altered or belongs to another customer.
+        """
+        ((_, record),) = self.read_records([customer_id])
+        data_key = self._data_key_for_read(customer_id, dek_id, record)
+        aad = _PAYLOAD_LABEL + purpose + dek_id + customer_id.encode()
+        try:
+            return data_key.cipher.decrypt(
+                sealed[:NONCE_BYTES], sealed[NONCE_BYTES:], aad
+            )
+        except InvalidTag as exc:
+            raise DecryptError(
+                "authentication failed: the payload was altered or belongs to "
+                "another customer"
+            ) from exc
+
+    def _data_key_for_payload(self, customer_id: str) -> DataKey:
+        cached = self.data_keys.get(customer_id)
+        if cached is not None:
+            return cached
+        for _attempt in range(3):
+            ((_, record),) = self.read_records([customer_id])
+            if record is not None:
+                data_key = parse_data_key(self.keyring, customer_id, record)
+                self.data_keys.put(customer_id, data_key)
+                return data_key
+            created = new_data_key(self.keyring, customer_id, NO_EPOCH, 0)
+            if self.journal is not None:
+                self.journal.publish(customer_id, created.record)
+                self.journal.flush()
+            try:
+                stored = self.client.set(
+                    data_key_key(customer_id), created.record, nx=True
+                )
+            except redis.RedisError as exc:
+                raise StoreUnavailable(
+                    f"Redis write failed: {type(exc).__name__}"
+                ) from exc
+            if stored:
+                self.data_keys.put(customer_id, created)
+                self._present[customer_id] = created.record[:_RECORD_ID_EPOCH_BYTES]
+                return created
+            if self.journal is not None:
+                self.journal.tombstone(customer_id, created.dek_id)
+                self.journal.flush()
+        raise StoreUnavailable(
+            "data key creation kept racing with another writer; retry the batch"
+        )

@@ -1,8 +1,18 @@
 """The dead-letter topic: messages that cannot be applied, with why and where from.
 
 Headers carry the origin (topic, partition, offset), the error class, a message that
-contains no personal data, and the schema id when known. The payload is the original
-bytes, except that card numbers are masked first when the error was a card number.
+contains no personal data, and the schema id when known.
+
+The payload is the original bytes with card data masked (every Luhn-valid card number
+and labelled CVV; for card errors every long digit run), then, when a sealer is
+configured, encrypted:
+
+- ``prefsync.payload.encryption: dek-v1``: under the data key of the customer named
+  by the message key, so erasing that customer makes the payload unreadable. The
+  header ``prefsync.payload.dek_id`` names the data key.
+- ``kek-v1``: under the keyring, bound to the origin topic, partition and offset,
+  when the message key is not a valid customer id or the data key is unavailable.
+  Such payloads are not erasable per customer; the topic's retention removes them.
 """
 
 from __future__ import annotations
@@ -13,11 +23,31 @@ import time
 import structlog
 from confluent_kafka import KafkaError, Message, Producer
 
-from prefsync.errors import DecodeError, PrefsyncError
+from prefsync.crypto import Keyring
+from prefsync.domain.cards import redact_card_bytes
+from prefsync.domain.events import CUSTOMER_ID_PATTERN
+from prefsync.errors import (
+    DecodeError,
+    DecryptError,
+    KeyUsageExceeded,
+    PrefsyncError,
+    StoreUnavailable,
+)
 
-__all__ = ["DeadLetterProducer", "redact_digits"]
+__all__ = [
+    "DLQ_PURPOSE",
+    "DeadLetterProducer",
+    "DeadLetterSealer",
+    "open_dead_letter",
+    "redact_digits",
+]
 
 log = structlog.get_logger()
+
+DLQ_PURPOSE = b"dlq"
+ENCRYPTION_HEADER = "prefsync.payload.encryption"
+DEK_ID_HEADER = "prefsync.payload.dek_id"
+_KEK_LABEL = b"prefsync-dlq"
 
 # A run of 13 or more digits, spaces or dashes, as a card number would appear inside an
 # Avro string. Masking digit by digit keeps the Avro length prefixes valid.
@@ -29,12 +59,85 @@ def redact_digits(payload: bytes) -> bytes:
     return _DIGIT_RUN.sub(lambda m: re.sub(rb"[0-9]", b"*", m.group()), payload)
 
 
+def _origin_context(topic: str, partition: int, offset: int) -> bytes:
+    return _KEK_LABEL + f"{topic}/{partition}/{offset}".encode()
+
+
+class DeadLetterSealer:
+    """Encrypts dead-letter payloads under the customer's data key, else the keyring."""
+
+    def __init__(self, store: object, keyring: Keyring):
+        # ``store`` is a prefsync.store.SnapshotStore; typed loosely to keep this
+        # module free of the Redis import.
+        self.store = store
+        self.keyring = keyring
+
+    def seal(self, message: Message, payload: bytes) -> tuple[bytes, list]:
+        """Return the sealed payload and the headers that describe its encryption."""
+        key = message.key()
+        customer_id = key.decode(errors="replace") if key else ""
+        if CUSTOMER_ID_PATTERN.fullmatch(customer_id):
+            try:
+                dek_id, sealed = self.store.seal_payload(  # type: ignore[attr-defined]
+                    customer_id, payload, DLQ_PURPOSE
+                )
+                return sealed, [
+                    (ENCRYPTION_HEADER, b"dek-v1"),
+                    (DEK_ID_HEADER, dek_id.hex().encode()),
+                ]
+            except (StoreUnavailable, DecryptError, KeyUsageExceeded) as exc:
+                log.warning(
+                    "dead_letter.data_key_unavailable",
+                    topic=message.topic(),
+                    partition=message.partition(),
+                    offset=message.offset(),
+                    error=str(exc),
+                )
+        context = _origin_context(
+            message.topic(), message.partition(), message.offset()
+        )
+        return self.keyring.wrap(payload, context), [(ENCRYPTION_HEADER, b"kek-v1")]
+
+
+def open_dead_letter(message: Message, store: object, keyring: Keyring) -> bytes:
+    """Return the (redacted) original payload of a dead letter.
+
+    Raises:
+        DecryptError: the customer was erased (the data key is shredded), the keyring
+            key is retired, or the payload was altered.
+    """
+    headers = dict(message.headers() or [])
+    payload = message.value() or b""
+    scheme = headers.get(ENCRYPTION_HEADER)
+    if scheme is None:
+        return payload
+    if scheme == b"kek-v1":
+        origin = {
+            name: headers[f"prefsync.origin.{name}"].decode()
+            for name in ("topic", "partition", "offset")
+        }
+        context = _origin_context(
+            origin["topic"], int(origin["partition"]), int(origin["offset"])
+        )
+        return keyring.unwrap(payload, context)
+    if scheme == b"dek-v1":
+        customer_id = (message.key() or b"").decode(errors="replace")
+        dek_id = bytes.fromhex(headers[DEK_ID_HEADER].decode())
+        return store.open_payload(  # type: ignore[attr-defined, no-any-return]
+            customer_id, dek_id, payload, DLQ_PURPOSE
+        )
+    raise DecryptError(f"unknown dead-letter encryption {scheme!r}")
+
+
 class DeadLetterProducer:
     """Send rejected messages to the dead-letter topic and confirm delivery."""
 
-    def __init__(self, producer: Producer, topic: str):
+    def __init__(
+        self, producer: Producer, topic: str, sealer: DeadLetterSealer | None = None
+    ):
         self._producer = producer
         self.topic = topic
+        self.sealer = sealer
         self._failures: list[str] = []
         self.sent = 0
 
@@ -42,10 +145,11 @@ class DeadLetterProducer:
         """Queue ``message`` for the dead-letter topic with ``error`` in its headers."""
         error_class = getattr(error, "error_class", type(error).__name__)
         schema_id = getattr(error, "schema_id", None)
-        payload = message.value() or b""
-        redacted = error_class.startswith("card_number")
-        if redacted:
+        original = message.value() or b""
+        payload = redact_card_bytes(original)
+        if error_class.startswith("card_"):
             payload = redact_digits(payload)
+        redacted = payload != original
         headers = [
             ("prefsync.error.class", error_class.encode()),
             ("prefsync.error.message", str(error).encode()),
@@ -59,6 +163,9 @@ class DeadLetterProducer:
         if redacted:
             # Replaying a masked copy would apply masked values: replay skips it.
             headers.append(("prefsync.payload.redacted", b"1"))
+        if self.sealer is not None and payload:
+            payload, encryption_headers = self.sealer.seal(message, payload)
+            headers.extend(encryption_headers)
         log.warning(
             "message.dead_lettered",
             topic=message.topic(),

@@ -8,6 +8,7 @@ runs Kafka and Redis through testcontainers; otherwise the local stack is starte
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import shutil
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
 from prefsync.config import Settings, TopicNames
@@ -78,8 +80,12 @@ def stack_settings() -> Iterator[Settings]:
 
 
 @pytest.fixture
-def settings(stack_settings: Settings, tmp_path: Path) -> Settings:
-    """Settings with this test's own topics, consumer group and key file."""
+def settings(stack_settings: Settings, tmp_path: Path) -> Iterator[Settings]:
+    """Settings with this test's own topics, consumer group and key file.
+
+    The topics are deleted afterwards: every test creates about a hundred partitions,
+    which a long session on one broker would otherwise accumulate.
+    """
     prefix = f"t{uuid.uuid4().hex[:10]}."
     topics = TopicNames(
         **{
@@ -103,7 +109,17 @@ def settings(stack_settings: Settings, tmp_path: Path) -> Settings:
     )
     redis.Redis.from_url(redis_url).flushdb()
     ensure_topics(test_settings)
-    return test_settings
+    yield test_settings
+    _delete_topics(test_settings)
+
+
+def _delete_topics(settings: Settings) -> None:
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    names = [getattr(settings.topics, f.name) for f in dataclasses.fields(TopicNames)]
+    for future in admin.delete_topics(names, operation_timeout=30).values():
+        # A topic already gone, or a broker that is down, leaves nothing to clean.
+        with contextlib.suppress(KafkaException):
+            future.result(30)
 
 
 @pytest.fixture

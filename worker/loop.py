@@ -448,10 +448,12 @@ class Worker:
                 batch.sealed[customer_id] = value
             elif current.snapshot is not None:
                 # Published again: an earlier attempt may have written Redis but
-                # stopped before the snapshot topic acknowledged it.
-                batch.sealed[customer_id] = self.store.seal(
-                    snapshot, current.generation
-                )
+                # stopped before the snapshot topic acknowledged it. A value sealed
+                # under a newly proposed data key is dropped, because that key is
+                # journaled only by a Redis write.
+                value = self.store.seal(snapshot, current.generation)
+                if not self.store.discard_proposal(customer_id):
+                    batch.sealed[customer_id] = value
         return writes
 
     def _mark_unreadable(

@@ -5,24 +5,38 @@ from __future__ import annotations
 from confluent_kafka import Producer
 
 from consumers.kafka import create_consumer
+from prefsync.api.pseudonym import Pseudonymizer
 from prefsync.codec import SchemaCatalog, WireCodec
 from prefsync.config import Settings
-from prefsync.crypto import Keyring
+from prefsync.crypto import Keyring, load_keyring
+from prefsync.datakeys import KeyJournal
 from prefsync.store import SnapshotStore, connect
-from producers.dead_letter import DeadLetterProducer
+from producers.dead_letter import DeadLetterProducer, DeadLetterSealer
 from producers.snapshots import SnapshotPublisher
 from worker.http import HealthServer
 from worker.loop import Worker
 
-__all__ = ["build_worker", "start_http"]
+__all__ = ["build_store", "build_worker", "start_http"]
+
+
+def build_store(
+    settings: Settings, keyring: Keyring | None = None, *, actor: str = "worker"
+) -> SnapshotStore:
+    """Create a snapshot store whose new data keys are journaled to Kafka."""
+    keyring = keyring or load_keyring(settings)
+    return SnapshotStore(
+        connect(settings.redis_url, cluster=settings.redis_cluster),
+        keyring,
+        journal=KeyJournal.from_settings(settings),
+        cache_entries=settings.data_key_cache_entries,
+        actor=actor,
+        pseudonymizer=Pseudonymizer.load(settings.pseudonym_key_path, create=True),
+    )
 
 
 def build_worker(settings: Settings, keyring: Keyring | None = None) -> Worker:
     """Create a worker wired to the Kafka and Redis named in ``settings``."""
-    keyring = keyring or Keyring.load(settings.key_path)
-    store = SnapshotStore(
-        connect(settings.redis_url, cluster=settings.redis_cluster), keyring
-    )
+    store = build_store(settings, keyring)
     codec = WireCodec(
         SchemaCatalog(registry_url=settings.schema_registry_url),
         settings.max_message_bytes,
@@ -35,7 +49,11 @@ def build_worker(settings: Settings, keyring: Keyring | None = None) -> Worker:
             "linger.ms": 5,
         }
     )
-    dead_letters = DeadLetterProducer(producer, settings.topics.dead_letter)
+    dead_letters = DeadLetterProducer(
+        producer,
+        settings.topics.dead_letter,
+        DeadLetterSealer(store, store.keyring),
+    )
     snapshots = SnapshotPublisher(producer, settings.topics.snapshots)
     return Worker(
         settings,

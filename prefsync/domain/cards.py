@@ -1,18 +1,51 @@
-"""Detection of primary account numbers (card numbers) and CVVs in free text.
+"""Detection and redaction of card data: primary account numbers (PANs) and CVVs.
 
 prefsync stores payment tokens, brand, last four digits and expiry only. Anything that
-looks like a card number is rejected before it is stored, logged or dead-lettered.
+looks like a card number or a card security code is rejected before it is stored, and
+redacted before it reaches a log line or the dead-letter topic.
+
+A card number here is 13 to 19 digits that pass the Luhn check, written without
+separators or with single spaces or dashes between digits (one kind per number), as
+printed on cards and typed into forms. No issuer prefix is required, so no Luhn-valid
+number of those lengths is missed, at the cost of flagging about one in ten long
+numeric ids (the Luhn check passes for 10% of random digit strings).
+
+A CVV (also CVC, CID, CSC, CAV2, security code) is three or four digits after such a
+label, because three digits alone are indistinguishable from a quantity or a room.
 """
 
 from __future__ import annotations
 
 import re
 
-__all__ = ["find_card_number", "luhn_valid", "redact_card_numbers"]
+__all__ = [
+    "CARD_FIELD_NAMES",
+    "find_card_number",
+    "find_cvv",
+    "forbidden_card_fields",
+    "luhn_valid",
+    "redact_card_bytes",
+    "redact_card_numbers",
+]
 
-# 13 to 19 digits, optionally grouped by single spaces or dashes, as printed on cards
-# and typed into forms. The lookarounds stop a match inside a longer digit run.
+# 13 to 19 digits, optionally grouped by single spaces or dashes. The lookarounds stop
+# a match inside a longer digit run.
 _CANDIDATE = re.compile(r"(?<![0-9])(?:[0-9][ -]?){12,18}[0-9](?![0-9])")
+_CVV_LABEL = (
+    r"(?:cvv2?|cvc2?|cid|csc|cav2|cvn|security[ _-]?code|card[ _-]?code|"
+    r"verification[ _-]?(?:code|value))"
+)
+# The label, up to 3 characters of punctuation or space, then 3 or 4 digits.
+_CVV = re.compile(_CVV_LABEL + r"[\s:=#.-]{0,3}([0-9]{3,4})(?![0-9])", re.IGNORECASE)
+_CVV_BYTES = re.compile(
+    _CVV_LABEL.encode() + rb"[\s:=#.-]{0,3}([0-9]{3,4})(?![0-9])", re.IGNORECASE
+)
+# Field names a schema must not contain: a PAN or CVV has no place in an event.
+CARD_FIELD_NAMES = re.compile(
+    r"^(?:pan|card_?number|card_?no|cc_?number|account_?number|cvv2?|cvc2?|csc|"
+    r"cav2|security_?code|card_?code|track_?[12]?|track_?data|pin|pin_?block)$",
+    re.IGNORECASE,
+)
 
 
 def luhn_valid(digits: str) -> bool:
@@ -28,24 +61,103 @@ def luhn_valid(digits: str) -> bool:
     return total % 10 == 0
 
 
-def find_card_number(text: str) -> tuple[int, int] | None:
-    """Return the (start, end) span of the first Luhn-valid 13-19 digit run, or None."""
-    for match in _CANDIDATE.finditer(text):
-        digits = re.sub(r"[ -]", "", match.group())
-        if 13 <= len(digits) <= 19 and luhn_valid(digits):
-            return match.span()
+def _is_card_number(candidate: str) -> bool:
+    if " " in candidate and "-" in candidate:
+        return False
+    digits = candidate.replace(" ", "").replace("-", "")
+    return 13 <= len(digits) <= 19 and luhn_valid(digits)
+
+
+def _card_spans(text: str) -> list[tuple[int, int]]:
+    spans: list[tuple[int, int]] = []
+    position = 0
+    while True:
+        match = _CANDIDATE.search(text, position)
+        if match is None:
+            return spans
+        span = _longest_card_in(text, match.start(), match.end())
+        if span is None:
+            position = match.start() + 1
+        else:
+            spans.append(span)
+            position = span[1]
+
+
+def _longest_card_in(text: str, start: int, end: int) -> tuple[int, int] | None:
+    # A card number may be followed by more digits in the same grouped run, e.g.
+    # "4111 1111 1111 1111 123" with a CVV: try shorter runs from the same start.
+    for stop in range(end, start, -1):
+        if text[stop - 1] in " -":
+            continue
+        if _is_card_number(text[start:stop]):
+            return start, stop
     return None
 
 
+def find_card_number(text: str) -> tuple[int, int] | None:
+    """Return the (start, end) span of the first card number in ``text``, or None."""
+    spans = _card_spans(text)
+    return spans[0] if spans else None
+
+
+def find_cvv(text: str) -> tuple[int, int] | None:
+    """Return the (start, end) span of the first labelled CVV's digits, or None."""
+    match = _CVV.search(text)
+    return None if match is None else match.span(1)
+
+
 def redact_card_numbers(text: str) -> str:
-    """Replace every Luhn-valid card number in ``text`` with ``[REDACTED-PAN]``."""
+    """Replace every card number and labelled CVV in ``text`` with a placeholder."""
     out = []
     position = 0
-    for match in _CANDIDATE.finditer(text):
-        digits = re.sub(r"[ -]", "", match.group())
-        if 13 <= len(digits) <= 19 and luhn_valid(digits):
-            out.append(text[position : match.start()])
-            out.append("[REDACTED-PAN]")
-            position = match.end()
+    for start, end in _card_spans(text):
+        out.append(text[position:start])
+        out.append("[REDACTED-PAN]")
+        position = end
     out.append(text[position:])
-    return "".join(out)
+    return _CVV.sub(
+        lambda m: m.group()[: m.start(1) - m.start()] + "[REDACTED-CVV]",
+        "".join(out),
+    )
+
+
+def redact_card_bytes(payload: bytes) -> bytes:
+    """Mask card numbers and labelled CVVs in raw bytes, digit by digit.
+
+    Each digit becomes ``*``, so the length of every Avro string stays valid.
+    """
+
+    text = payload.decode("latin-1")
+    pieces = []
+    position = 0
+    for start, end in _card_spans(text):
+        pieces.append(payload[position:start])
+        pieces.append(re.sub(rb"[0-9]", b"*", payload[start:end]))
+        position = end
+    pieces.append(payload[position:])
+
+    def mask_cvv(match: re.Match[bytes]) -> bytes:
+        whole = match.group()
+        cut = match.start(1) - match.start()
+        return whole[:cut] + b"*" * len(match.group(1))
+
+    return _CVV_BYTES.sub(mask_cvv, b"".join(pieces))
+
+
+def forbidden_card_fields(schema: object, path: str = "") -> list[str]:
+    """Return the dotted paths of fields in an Avro schema named like card data."""
+    found: list[str] = []
+    if isinstance(schema, dict):
+        for field in schema.get("fields", ()):
+            name = str(field.get("name", ""))
+            field_path = f"{path}.{name}" if path else name
+            if CARD_FIELD_NAMES.match(name):
+                found.append(field_path)
+            found.extend(forbidden_card_fields(field.get("type"), field_path))
+        for key in ("items", "values"):
+            if key in schema:
+                found.extend(forbidden_card_fields(schema[key], path))
+    elif isinstance(schema, list):
+        for branch in schema:
+            found.extend(forbidden_card_fields(branch, path))
+    return found

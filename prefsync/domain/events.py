@@ -10,7 +10,7 @@ import hashlib
 import re
 from typing import Any
 
-from prefsync.domain.cards import find_card_number
+from prefsync.domain.cards import find_card_number, find_cvv
 from prefsync.domain.snapshot import Change, Stamp
 from prefsync.errors import ValidationError
 
@@ -28,6 +28,9 @@ LOYALTY_RECORD = "com.prefsync.crm.LoyaltyEvent"
 SOURCES = ("CRM", "TERMINAL", "INFERRED")
 CUSTOMER_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
 MAX_TEXT_CHARS = 500
+# Expiry years outside this range are typos or a CVV/PAN fragment in the wrong field.
+MIN_EXP_YEAR = 2000
+MAX_EXP_YEAR = 2099
 
 _PROFILE_SCALARS = ("display_name", "special_instructions", "preferred_channel")
 _PROFILE_CLEARS = {
@@ -176,6 +179,13 @@ def _payment_value(entry: dict[str, Any]) -> list[Any] | None:
             f"invalid payment_methods.exp_month {month}: expected 1-12",
             error_class="invalid_expiry",
         )
+    year = entry.get("exp_year")
+    if year is not None and not MIN_EXP_YEAR <= year <= MAX_EXP_YEAR:
+        raise ValidationError(
+            f"invalid payment_methods.exp_year {year}: expected a four-digit year "
+            f"from {MIN_EXP_YEAR} to {MAX_EXP_YEAR}",
+            error_class="invalid_expiry",
+        )
     return [
         entry["kind"],
         entry.get("brand"),
@@ -217,6 +227,12 @@ def _check_text(name: str, value: str | None) -> None:
             f"invalid {name}: contains what looks like a card number; "
             "send a payment token instead",
             error_class="card_number_in_text",
+        )
+    if find_cvv(value) is not None:
+        raise ValidationError(
+            f"invalid {name}: contains what looks like a card security code (CVV); "
+            "never send a CVV, it must not be stored",
+            error_class="card_cvv_in_text",
         )
 
 

@@ -56,6 +56,34 @@ def _card(**fields: object) -> dict[str, object]:
         (PROFILE_RECORD, {"special_instructions": "x" * 501}, "text_too_long"),
         (
             PROFILE_RECORD,
+            {"special_instructions": "card cvv 123 on file"},
+            "card_cvv_in_text",
+        ),
+        (
+            PROFILE_RECORD,
+            {
+                "seating": {
+                    "area": "BOOTH",
+                    "accessible": False,
+                    "party_size": 2,
+                    "note": "security code: 4321",
+                }
+            },
+            "card_cvv_in_text",
+        ),
+        (PROFILE_RECORD, {"payment_methods": [_card(exp_year=123)]}, "invalid_expiry"),
+        (
+            PROFILE_RECORD,
+            {"payment_methods": [_card(token="123")]},
+            "card_number_in_token",
+        ),
+        (
+            PROFILE_RECORD,
+            {"payment_methods": [_card(token="tok_4111111111111111")]},
+            "card_number_in_token",
+        ),
+        (
+            PROFILE_RECORD,
             {
                 "allergies": [
                     {
@@ -84,6 +112,13 @@ def test_error_message_omits_value() -> None:
     with pytest.raises(ValidationError) as caught:
         to_change(PROFILE_RECORD, {**BASE, "special_instructions": "4111111111111111"})
     assert "4111" not in str(caught.value)
+
+
+def test_cvv_message_omits_value() -> None:
+    """A rejected CVV is not repeated in the error message."""
+    with pytest.raises(ValidationError) as caught:
+        to_change(PROFILE_RECORD, {**BASE, "display_name": "Ann cvv 987"})
+    assert "987" not in str(caught.value)
 
 
 def test_erase_event() -> None:

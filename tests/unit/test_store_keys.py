@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from redis.crc import key_slot
 
+from prefsync.datakeys import data_key_key
 from prefsync.store import snapshot_key
 
 
@@ -19,3 +20,11 @@ def test_key_slots_spread() -> None:
     """Different customers land in many slots, so the cluster shares the load."""
     slots = {key_slot(snapshot_key(f"C{n:07d}").encode()) for n in range(1, 1001)}
     assert len(slots) > 900
+
+
+def test_data_key_shares_slot() -> None:
+    """A customer's data key lives in the slot of its snapshot, for the Lua writes."""
+    for customer_id in ("C0000001", "C1000000"):
+        assert key_slot(data_key_key(customer_id).encode()) == key_slot(
+            snapshot_key(customer_id).encode()
+        )
