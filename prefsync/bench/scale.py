@@ -10,8 +10,9 @@ whole run (at most 10,000 of them). At each scale point the run measures:
   second database, in one loop (see :mod:`prefsync.bench.lookup`): the p99 at N
   customers and the p99 at the smallest point come from the same minutes, so load
   from elsewhere on the machine cannot pass for growth;
-- ``MEMORY USAGE`` of a random sample of snapshot keys (median and p90), which
-  counts the key, the value and Redis' per-key overhead;
+- ``MEMORY USAGE`` of every key of a random sample of customers (the snapshot and
+  its data key), summed per customer, median and p90: keys, values and Redis'
+  per-key overhead;
 - the growth of ``used_memory`` since the database was emptied, per customer, which
   adds the hash table of the keyspace.
 """
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 from prefsync.bench.env import BenchEnv, BenchError
 from prefsync.bench.lookup import Series, plain_get, time_series
 from prefsync.bench.stats import Latency, percentile
+from prefsync.datakeys import data_key_key
 from prefsync.domain.events import to_change
 from prefsync.domain.snapshot import Snapshot, apply_change
 from prefsync.progress import Progress
@@ -210,12 +212,18 @@ def _fill(
             measure_at(customers, fill_s)
 
 
+def _keys_of(customer_id: str) -> tuple[str, ...]:
+    """Return every Redis key prefsync keeps for one customer."""
+    return (snapshot_key(customer_id), data_key_key(customer_id))
+
+
 def _memory(store: SnapshotStore, ids: list[str], base_memory: int) -> dict[str, float]:
     client = store.client
     used_memory = int(client.info("memory")["used_memory"])
     sample = random.Random(len(ids)).sample(ids, min(MEMORY_SAMPLE, len(ids)))
     usage = sorted(
-        float(client.memory_usage(snapshot_key(c), samples=0) or 0) for c in sample
+        float(sum(client.memory_usage(key, samples=0) or 0 for key in _keys_of(c)))
+        for c in sample
     )
     pipe = client.pipeline(transaction=False)
     for customer_id in sample:

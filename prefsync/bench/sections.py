@@ -236,13 +236,13 @@ def _scale_point_rows(report: Report, point: scale.ScalePoint) -> None:
         ("reference_p99_us", reference, point.reference_lookup.p99_us, "us"),
         (
             "memory_median_bytes",
-            "MEMORY USAGE per key, median",
+            "MEMORY USAGE per customer, median",
             point.memory_usage_median_bytes,
             "bytes",
         ),
         (
             "memory_p90_bytes",
-            "MEMORY USAGE per key, p90",
+            "MEMORY USAGE per customer, p90",
             point.memory_usage_p90_bytes,
             "bytes",
         ),
