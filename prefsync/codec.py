@@ -28,11 +28,15 @@ from fastavro.read import SchemaResolutionError
 from fastavro.types import Schema
 
 from prefsync.domain.cards import forbidden_card_fields
+from prefsync.domain.events import INVALID_SYMBOL_PREFIX
 from prefsync.errors import ConfigError, DecodeError
 
 __all__ = ["SCHEMA_DIR", "SchemaCatalog", "WireCodec", "strip_logical_types"]
 
 MAGIC_BYTE = 0
+# Single-byte zigzag varints cover -64 to 63, so 64 sentinels catch every one-byte
+# negative enum index.
+_ENUM_SENTINELS = 64
 HEADER_BYTES = 5
 _HEADER = struct.Struct(">bI")
 SCHEMA_DIR = Path(
@@ -50,6 +54,29 @@ def strip_logical_types(node: Any) -> Any:
         }
     if isinstance(node, list):
         return [strip_logical_types(v) for v in node]
+    return node
+
+
+def _guard_enums(node: Any) -> Any:
+    """Append sentinel symbols to every enum of a schema, in place.
+
+    fastavro 1.13 indexes an enum's symbol list with the decoded index as is, so a
+    negative index (a corrupt or hostile writer) wraps around to a real symbol: -1
+    reads as the last one, turning UPSERT into ERASE. With sentinels after the real
+    symbols, every negative index that fits the one byte a valid index takes (-1 to
+    -64) reads as a sentinel, which validation rejects. Real symbols keep their
+    indexes, so encoding is unchanged.
+    """
+    if isinstance(node, dict):
+        if node.get("type") == "enum":
+            node["symbols"] = list(node["symbols"]) + [
+                f"{INVALID_SYMBOL_PREFIX}{n}" for n in range(_ENUM_SENTINELS)
+            ]
+        for value in node.values():
+            _guard_enums(value)
+    elif isinstance(node, list):
+        for value in node:
+            _guard_enums(value)
     return node
 
 
@@ -105,7 +132,7 @@ class SchemaCatalog:
                 error_class="card_field_in_schema",
                 schema_id=schema_id,
             )
-        parsed = fastavro.parse_schema(strip_logical_types(raw))
+        parsed = fastavro.parse_schema(_guard_enums(strip_logical_types(raw)))
         name = parsed["name"]  # type: ignore[index]
         entry = (name, parsed)
         self._by_id[schema_id] = entry

@@ -161,14 +161,21 @@ def replay(
 ) -> ReplayStats:
     """Replay dead letters that decode now (see the module doc) and return counts.
 
-    ``opener`` decrypts a sealed dead-letter payload; a payload it cannot open (the
-    customer was erased and the data key shredded) is skipped.
+    ``opener`` decrypts a sealed dead-letter payload (by default with the data keys
+    of ``settings``); a payload it cannot open, because the customer was erased and
+    the data key shredded, is skipped.
 
     Raises:
         StackError: Kafka is unreachable or the topic is missing.
         PrefsyncError: a replayed message was not acknowledged; nothing is committed
             and the next run replays it again.
     """
+    if opener is None:
+        store = build_store(settings, actor="dead-letter-replay")
+
+        def opener(message: Message) -> bytes:
+            return open_dead_letter(message, store, store.keyring)
+
     codec = codec or WireCodec(
         SchemaCatalog(registry_url=settings.schema_registry_url),
         settings.max_message_bytes,
@@ -331,10 +338,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.action == "summary":
         stats = summarize(settings)
     else:
-        store = build_store(settings, actor="dead-letter-replay")
         stats = replay(
             settings,
-            opener=lambda message: open_dead_letter(message, store, store.keyring),
             error_classes=frozenset(args.error_class),
             group=args.group,
             from_beginning=args.from_beginning,

@@ -588,6 +588,16 @@ class SnapshotStore:
             for (customer_id, value), record in zip(items, records, strict=True)
         ]
 
+    def unseal_with_record(
+        self, customer_id: str, value: bytes, record: bytes | None
+    ) -> Stored:
+        """Decrypt a value with a given data key record, e.g. one from the key topic.
+
+        A rebuild uses it for snapshot-topic values whose data key differs from the
+        one Redis has now.
+        """
+        return self._unseal(customer_id, value, record)
+
     def unseal(self, customer_id: str, value: bytes | None) -> Stored:
         """Return one value decrypted, e.g. one read back from the snapshot topic."""
         if value is None:

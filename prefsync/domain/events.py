@@ -26,8 +26,15 @@ __all__ = [
 PROFILE_RECORD = "com.prefsync.crm.CustomerProfileEvent"
 LOYALTY_RECORD = "com.prefsync.crm.LoyaltyEvent"
 SOURCES = ("CRM", "TERMINAL", "INFERRED")
+# Symbols the codec appends to every enum, so a negative (invalid) enum index decodes
+# to one of them instead of wrapping around to a real symbol.
+INVALID_SYMBOL_PREFIX = "PREFSYNC_INVALID_INDEX_"
 CUSTOMER_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
 MAX_TEXT_CHARS = 500
+MAX_PARTY_SIZE = 100
+# Dates are days since 1970-01-01; the bounds are 1900-01-01 and 2199-12-31.
+MIN_DATE_DAYS = -25_567
+MAX_DATE_DAYS = 84_005
 # Expiry years outside this range are typos or a CVV/PAN fragment in the wrong field.
 MIN_EXP_YEAR = 2000
 MAX_EXP_YEAR = 2099
@@ -62,6 +69,7 @@ def to_change(record_name: str, record: dict[str, Any]) -> Change:
         ValidationError: the event breaks a rule, e.g. a negative points balance,
             a malformed last four, or a card number in a text field.
     """
+    _check_symbols(record)
     customer_id = record["customer_id"]
     if not CUSTOMER_ID_PATTERN.fullmatch(customer_id):
         raise ValidationError(
@@ -71,6 +79,12 @@ def to_change(record_name: str, record: dict[str, Any]) -> Change:
         )
     if not record["event_id"]:
         raise ValidationError("missing event_id", error_class="missing_event_id")
+    if record["occurred_at"] < 0:
+        raise ValidationError(
+            f"invalid occurred_at {record['occurred_at']}: expected milliseconds "
+            "since 1970-01-01, 0 or more",
+            error_class="negative_timestamp",
+        )
     if record["crm_version"] < 0:
         raise ValidationError(
             f"invalid crm_version {record['crm_version']}: must be 0 or more",
@@ -93,6 +107,35 @@ def to_change(record_name: str, record: dict[str, Any]) -> Change:
     )
 
 
+_TOP_ENUMS = ("event_type", "source", "tier", "reason", "preferred_channel")
+_NESTED_ENUMS = {
+    "dietary": ("diet",),
+    "allergies": ("allergen", "severity"),
+    "payment_methods": ("kind", "brand"),
+    "communication": ("channel",),
+}
+
+
+def _check_symbols(record: dict[str, Any]) -> None:
+    """Reject an event in which any enum decoded from an invalid (negative) index."""
+    values: list[Any] = [record.get(name) for name in _TOP_ENUMS]
+    values.extend(record.get("clear") or ())
+    for name, keys in _NESTED_ENUMS.items():
+        for entry in record.get(name) or ():
+            values.extend(entry.get(key) for key in keys)
+    for name, key in (("seating", "area"), ("preferred_payment", "kind")):
+        nested = record.get(name)
+        if nested is not None:
+            values.append(nested.get(key))
+    for value in values:
+        if isinstance(value, str) and value.startswith(INVALID_SYMBOL_PREFIX):
+            raise ValidationError(
+                "invalid enum index in the Avro body: the writer encoded a symbol "
+                "index outside the schema's symbols; fix the producer",
+                error_class="invalid_enum_index",
+            )
+
+
 def _profile_change(customer_id: str, stamp: Stamp, record: dict[str, Any]) -> Change:
     change = Change(customer_id, stamp)
     for name in _PROFILE_SCALARS:
@@ -104,6 +147,13 @@ def _profile_change(customer_id: str, stamp: Stamp, record: dict[str, Any]) -> C
     seating = record.get("seating")
     if seating is not None:
         _check_text("seating.note", seating.get("note"))
+        party_size = seating.get("party_size")
+        if party_size is not None and not 1 <= party_size <= MAX_PARTY_SIZE:
+            raise ValidationError(
+                f"invalid seating.party_size {party_size}: expected 1 to "
+                f"{MAX_PARTY_SIZE}",
+                error_class="invalid_party_size",
+            )
         change.scalars["seating"] = [
             seating["area"],
             seating["accessible"],
@@ -206,6 +256,13 @@ def _loyalty_change(customer_id: str, stamp: Stamp, record: dict[str, Any]) -> C
                 error_class="negative_points_balance",
             )
         change.scalars["points_balance"] = balance
+    expires_on = record.get("tier_expires_on")
+    if expires_on is not None and not MIN_DATE_DAYS <= expires_on <= MAX_DATE_DAYS:
+        raise ValidationError(
+            f"invalid tier_expires_on {expires_on}: expected days since 1970-01-01 "
+            "for a date from 1900-01-01 to 2199-12-31",
+            error_class="invalid_date",
+        )
     for name in ("tier", "tier_expires_on"):
         if record.get(name) is not None:
             change.scalars[name] = record[name]

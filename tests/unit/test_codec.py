@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from prefsync.codec import SchemaCatalog, WireCodec
-from prefsync.domain.events import LOYALTY_RECORD, PROFILE_RECORD
-from prefsync.errors import DecodeError
+from prefsync.domain.events import LOYALTY_RECORD, PROFILE_RECORD, to_change
+from prefsync.errors import DecodeError, ValidationError
 
 CODEC = WireCodec(SchemaCatalog(), max_message_bytes=4096)
 EVENT = {
@@ -77,11 +77,41 @@ def test_trailing_bytes() -> None:
 
 
 def test_unknown_enum_symbol() -> None:
-    """An enum index past the schema's symbols is invalid Avro, not a crash."""
+    """An enum index past the schema's symbols is rejected, not a crash.
+
+    ValidationError, raised for indexes that land on a sentinel symbol, is a
+    DecodeError too.
+    """
     frame = bytearray(CODEC.encode(LOYALTY_RECORD, {**EVENT, "tier": "GOLD"}))
     # The tier union branch (1) and enum index follow the fixed fields; corrupt the
     # byte holding the enum index of GOLD (2, zigzag 4) into an out-of-range index.
     index = frame.index(bytes([2, 4]), 5)
     frame[index + 1] = 0x7E
     with pytest.raises(DecodeError):
-        CODEC.decode(bytes(frame))
+        _, name, record = CODEC.decode(bytes(frame))
+        to_change(name, record)
+
+
+@pytest.mark.parametrize("field", ["event_type", "source"])
+def test_negative_enum_index_rejected(field: str) -> None:
+    """An enum index of -1 is rejected, not read as the schema's last symbol."""
+    frame = CODEC.encode(PROFILE_RECORD, EVENT)
+    _, name, record = CODEC.decode(frame)
+    # The two enums follow the fixed fields; find their byte by flipping candidates.
+    flagged = []
+    for position in range(5, len(frame)):
+        if frame[position] != 0:
+            continue
+        corrupt = bytearray(frame)
+        corrupt[position] = 1
+        try:
+            _, _, decoded = CODEC.decode(bytes(corrupt))
+        except DecodeError:
+            continue
+        if decoded[field] != record[field]:
+            flagged.append(decoded)
+    assert flagged, f"no byte position changes {field}"
+    for decoded in flagged:
+        with pytest.raises(ValidationError) as caught:
+            to_change(name, decoded)
+        assert caught.value.error_class == "invalid_enum_index"

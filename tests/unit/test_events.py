@@ -176,3 +176,25 @@ def test_ordinary_ids_pass(text: str) -> None:
 def test_redaction() -> None:
     """Redaction replaces the number and keeps the rest of the text."""
     assert redact_card_numbers("a 4111111111111111 b") == "a [REDACTED-PAN] b"
+
+
+@pytest.mark.parametrize(
+    ("record_name", "fields", "error_class"),
+    [
+        (LOYALTY_RECORD, {"tier_expires_on": 2**31 - 1}, "invalid_date"),
+        (LOYALTY_RECORD, {"tier_expires_on": -1_000_000}, "invalid_date"),
+        (PROFILE_RECORD, {"occurred_at": -1}, "negative_timestamp"),
+        (
+            PROFILE_RECORD,
+            {"seating": {"area": "BOOTH", "accessible": False, "party_size": -5}},
+            "invalid_party_size",
+        ),
+    ],
+)
+def test_out_of_range_values(
+    record_name: str, fields: dict[str, object], error_class: str
+) -> None:
+    """Dates, timestamps and party sizes outside their ranges are rejected."""
+    with pytest.raises(ValidationError) as caught:
+        to_change(record_name, {**BASE, **fields})
+    assert caught.value.error_class == error_class
