@@ -11,14 +11,13 @@ there is a choice:
   loyalty events would merge into two separate snapshots;
 - a stateful ``apply`` that merges the event into the customer's snapshot with
   prefsync's merge (``to_change`` and ``apply_change``), keeps the snapshot in Quix
-  Streams' RocksDB state (pickled, backed by its changelog topic), and returns the
-  encrypted snapshot;
-- Quix Streams' ``RedisSink``, which writes every result with ``SET`` in one
-  transaction pipeline per checkpoint (every 5 s, the default).
+  Streams' RocksDB state (pickled, backed by its changelog topic), and returns it;
+- a ``BatchingSink`` that, at each checkpoint (every 5 s, the default), writes the
+  newest snapshot of each customer in the batch through prefsync's store: one
+  pipelined read and one pipelined check-and-set write, as the worker does.
 
-Decoding, merging and encryption are the same code as in the worker, so the
-comparison measures the framework around them. The sink does a plain ``SET`` per
-message, which is less work per write than the worker's check-and-set script.
+Decoding, merging, encryption and the Redis writes are the same code as in the
+worker, so the comparison measures the framework around them.
 """
 
 from __future__ import annotations
@@ -29,14 +28,13 @@ import tempfile
 import time
 import warnings
 from typing import Any
-from urllib.parse import urlsplit
 
 from prefsync.bench.env import BenchEnv, BenchError
 from prefsync.bench.ingest import Phase, digest_of
 from prefsync.domain.events import to_change
 from prefsync.domain.snapshot import Snapshot, apply_change
 from prefsync.progress import Progress
-from prefsync.store import SnapshotStore, snapshot_key
+from prefsync.store import SnapshotStore
 
 # Quix Streams is the optional `bench` extra. It imports confluent-kafka's Schema
 # Registry client, which warns about authlib deprecations that concern neither this
@@ -48,8 +46,7 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     try:
         from quixstreams import Application
-        from quixstreams.sinks import SinkBatch
-        from quixstreams.sinks.community.redis import RedisSink
+        from quixstreams.sinks import BatchingSink, SinkBatch
         from quixstreams.state import State
         from quixstreams.state.rocksdb import RocksDBOptions
     except ImportError as exc:
@@ -115,6 +112,28 @@ def quix_phase(env: BenchEnv, expected: int, customer_ids: list[str]) -> Phase:
     return Phase("quix", timing.processed, seconds, digest_of(env, customer_ids))
 
 
+def _store_sink(store: SnapshotStore, timing: _Timing) -> BatchingSink:
+    """Return a sink that writes a checkpoint's newest snapshot per customer through
+    prefsync's store: one pipelined read and one pipelined check-and-set write.
+
+    Values are sealed under per-customer data keys whose records the store writes
+    beside the value in one check-and-set, so a plain ``SET`` of sealed bytes (Quix
+    Streams' ``RedisSink``) would leave values no reader can decrypt.
+    """
+
+    class StoreSink(BatchingSink):  # type: ignore[misc]
+        def write(self, batch: SinkBatch) -> None:
+            latest: dict[str, Snapshot] = {item.key: item.value for item in batch}
+            pending = list(latest)
+            while pending:
+                stored = store.read_many(pending)
+                writes = [(latest[c], stored[c].generation) for c in pending]
+                pending = store.write_many(writes)
+            timing.last_write_at = time.perf_counter()
+
+    return StoreSink()
+
+
 def _build_app(env: BenchEnv, state_dir: str, timing: _Timing) -> Application:
     settings = env.with_group("quix")
     app = Application(
@@ -133,18 +152,13 @@ def _build_app(env: BenchEnv, state_dir: str, timing: _Timing) -> Application:
         _, record_name, record = codec.decode(value)
         return {"record_name": record_name, "record": record}
 
-    def merge(value: dict[str, Any], state: State) -> bytes:
+    def merge(value: dict[str, Any], state: State) -> Snapshot:
         change = to_change(value["record_name"], value["record"])
         snapshot = state.get(STATE_KEY) or Snapshot(change.customer_id)
         apply_change(snapshot, change)
         state.set(STATE_KEY, snapshot)
         timing.merged()
-        return store.seal(snapshot, 1)
-
-    class TimedRedisSink(RedisSink):  # type: ignore[misc]
-        def write(self, batch: SinkBatch) -> None:
-            super().write(batch)
-            timing.last_write_at = time.perf_counter()
+        return snapshot
 
     frames = [
         app.dataframe(
@@ -161,14 +175,5 @@ def _build_app(env: BenchEnv, state_dir: str, timing: _Timing) -> Application:
         lambda value: value["record"]["customer_id"], name="customer"
     )
     sdf = sdf.apply(merge, stateful=True)
-    redis_url = urlsplit(settings.redis_url)
-    sdf.sink(
-        TimedRedisSink(
-            host=redis_url.hostname or "127.0.0.1",
-            port=redis_url.port or 6379,
-            db=int(redis_url.path.lstrip("/") or 0),
-            value_serializer=lambda value: value,
-            key_serializer=lambda key, _value: snapshot_key(key),
-        )
-    )
+    sdf.sink(_store_sink(store, timing))
     return app
