@@ -2,7 +2,8 @@
 
 The scale section leaves its customers in Redis. This copies every stored value to
 the run's snapshot topic, keyed by customer id, as the worker publishes them (the
-exact bytes written to Redis), empties the database, and times the rebuild from
+exact bytes written to Redis), and every data key record to the key topic, as the
+store journals them, empties the database, and times the rebuild from
 the topic. It then checks that every customer is back and that a sample decrypts to
 the snapshot it had before.
 """
@@ -17,6 +18,7 @@ from types import ModuleType
 from confluent_kafka import Producer
 
 from prefsync.bench.env import BenchEnv, BenchError
+from prefsync.datakeys import journal_key, record_dek_id
 from prefsync.domain.snapshot import Snapshot
 from prefsync.progress import Progress
 from prefsync.store import KEY_PREFIX, SnapshotStore
@@ -75,7 +77,8 @@ def _count_snapshots(store: SnapshotStore) -> int:
 
 
 def _copy_to_topic(env: BenchEnv, store: SnapshotStore) -> tuple[int, list[str]]:
-    """Produce every stored value; return how many, and a sample of customer ids."""
+    """Produce every stored value and its data key record, as the worker journals
+    them; return how many customers, and a sample of customer ids."""
     keys = _scan_keys(store)
     producer = Producer(
         {
@@ -85,23 +88,29 @@ def _copy_to_topic(env: BenchEnv, store: SnapshotStore) -> tuple[int, list[str]]
             "acks": "all",
         }
     )
-    topic = env.settings.topics.snapshots
+    topics = env.settings.topics
     sample_every = max(1, len(keys) // CHECK_SAMPLE)
     sample: list[str] = []
     copied = 0
     with Progress("bench.copy", len(keys), unit="customer", enabled=env.progress) as p:
         for start in range(0, len(keys), SCAN_BATCH):
-            chunk = keys[start : start + SCAN_BATCH]
-            values = store.client.mget(chunk)
-            for index, (key, value) in enumerate(zip(chunk, values, strict=True)):
+            ids = [
+                key.decode()[len(KEY_PREFIX) + 1 : -1]
+                for key in keys[start : start + SCAN_BATCH]
+            ]
+            for customer_id, (value, record) in zip(
+                ids, store.read_records(ids), strict=True
+            ):
                 if value is None:
                     continue
-                customer_id = key.decode()[len(KEY_PREFIX) + 1 : -1]
-                _produce(producer, topic, customer_id.encode(), value)
+                if record is not None:
+                    journal = journal_key(customer_id, record_dek_id(record))
+                    _produce(producer, topics.keys, journal, record)
+                _produce(producer, topics.snapshots, customer_id.encode(), value)
                 copied += 1
-                if (start + index) % sample_every == 0:
+                if copied % sample_every == 0:
                     sample.append(customer_id)
-            p.advance(len(chunk))
+            p.advance(len(ids))
     unsent = producer.flush(FLUSH_TIMEOUT_S)
     if unsent:
         raise BenchError(f"{unsent} snapshots were not acknowledged by Kafka")
