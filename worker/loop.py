@@ -278,6 +278,9 @@ class Worker:
     def _receive(self, messages: list[Message]) -> bool:
         """Decode ``messages`` into the pending batch; return whether any was valid."""
         received = False
+        # Counted per topic and added once per call: a labelled Prometheus counter
+        # per message was 5% of the worker's time in a py-spy profile.
+        consumed_by_topic: dict[str, int] = {}
         for message in messages:
             error = message.error()
             tp = (message.topic(), message.partition())
@@ -290,7 +293,7 @@ class Worker:
                 continue
             self._at_end.discard(tp)
             self.stats.consumed += 1
-            self.metrics.consumed.labels(message.topic()).inc()
+            consumed_by_topic[tp[0]] = consumed_by_topic.get(tp[0], 0) + 1
             outcome: Any
             try:
                 outcome = decode_message(self.codec, message, self.event_checks)
@@ -300,6 +303,8 @@ class Worker:
                 self._pending = Batch()
             self._pending.add(message, outcome)
             received = True
+        for topic, count in consumed_by_topic.items():
+            self.metrics.consumed.labels(topic).inc(count)
         return received
 
     def _serve_pending(self) -> None:

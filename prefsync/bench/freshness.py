@@ -65,7 +65,10 @@ def freshness(env: BenchEnv, rate_per_s: float, seconds: float) -> FreshnessResu
     """
     env.flush()
     settings = env.with_group("freshness")
-    _skip_backlog(settings)
+    ends = _skip_backlog(settings)
+    # The worker checks Redis' watermarks against the committed offsets and replays
+    # from a missing watermark, so Redis must say it is complete up to the end too.
+    env.store().raise_watermarks(settings.consumer_group, ends)
     worker = subprocess.Popen(
         [sys.executable, "-m", "prefsync.cli", "--log-level", "warning", "worker"],
         env=env.subprocess_env(settings),
@@ -87,8 +90,8 @@ def freshness(env: BenchEnv, rate_per_s: float, seconds: float) -> FreshnessResu
             worker.wait()
 
 
-def _skip_backlog(settings: Settings) -> None:
-    """Commit the end of every input partition for the worker's group.
+def _skip_backlog(settings: Settings) -> dict[tuple[str, int], int]:
+    """Commit the end of every input partition for the worker's group; return them.
 
     The ingest section leaves its stream in the topics; a worker that read it first
     would make the probe events wait behind it.
@@ -113,6 +116,7 @@ def _skip_backlog(settings: Settings) -> None:
             consumer.commit(offsets=ends, asynchronous=False)
     finally:
         consumer.close()
+    return {(end.topic, end.partition): end.offset for end in ends}
 
 
 def _event(env: BenchEnv, customer_id: str, sequence: int) -> bytes:

@@ -69,7 +69,8 @@ def time_rebuild(env: BenchEnv, module: ModuleType) -> RebuildResult:
 
 def _scan_keys(store: SnapshotStore) -> list[bytes]:
     keys = store.client.scan_iter(match=f"{KEY_PREFIX}{{*}}", count=SCAN_BATCH)
-    return list(keys)  # type: ignore[arg-type]
+    # SCAN may return a key twice while Redis resizes its hash table.
+    return list(dict.fromkeys(keys))  # type: ignore[arg-type]
 
 
 def _count_snapshots(store: SnapshotStore) -> int:
