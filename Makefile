@@ -13,6 +13,8 @@ VENV_STAMP := $(VENV)/.installed
 STACK := $(BIN)/python -m prefsync.stack
 STACK_ARGS ?=
 PYTEST_ARGS ?=
+# e.g. make bench BENCH_ARGS="--scale 10000,100000,1000000 --json bench.json"
+BENCH_ARGS ?=
 
 .PHONY: venv stack-up stack-down stack-status demo test lint format typecheck bench \
 	faults-long clean distclean
@@ -22,7 +24,7 @@ venv: $(VENV_STAMP)
 $(VENV_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	touch $@
 
 stack-up: venv
@@ -56,7 +58,7 @@ faults-long: venv stack-up
 	$(BIN)/prefsync faults --long --report faults-long.json
 
 bench: venv stack-up
-	$(BIN)/prefsync bench
+	$(BIN)/prefsync bench $(BENCH_ARGS)
 
 # Stops the stack and deletes its data and logs, but keeps the rest of .stack, such
 # as the encryption key file keys.json.

@@ -34,6 +34,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "rebuild": ("prefsync.rebuild", "restore Redis from the compacted snapshot topic"),
     "api": ("prefsync.commands.api", "serve the terminal HTTP API"),
     "terminals": ("prefsync.commands.terminals", "register terminals and their tokens"),
+    "bench": ("prefsync.bench.command", "measure throughput, latency and memory"),
 }
 
 

@@ -35,7 +35,7 @@ from confluent_kafka import (
 from prefsync.codec import SchemaCatalog, WireCodec
 from prefsync.config import Settings
 from prefsync.errors import DecodeError, DecryptError, PrefsyncError, StackError
-from producers.dead_letter import open_dead_letter
+from producers.dead_letter import TRUNCATED_HEADER, open_dead_letter
 from worker.batch import decode_message
 from worker.main import build_store
 
@@ -137,6 +137,8 @@ def _skip_reason(
 ) -> str | None:
     if headers.get("prefsync.payload.redacted") == "1":
         return "payload_redacted"
+    if TRUNCATED_HEADER in headers:
+        return "payload_truncated"
     if not message.value():
         return "no_payload"
     if headers.get("prefsync.origin.topic") not in settings.topics.inputs():
@@ -161,25 +163,25 @@ def replay(
 ) -> ReplayStats:
     """Replay dead letters that decode now (see the module doc) and return counts.
 
-    ``opener`` decrypts a sealed dead-letter payload (default: with the store and
-    keyring of ``settings``); a payload it cannot open (the customer was erased and
-    the data key shredded) is skipped.
+    ``opener`` decrypts a sealed dead-letter payload (by default with the data keys
+    of ``settings``); a payload it cannot open, because the customer was erased and
+    the data key shredded, is skipped.
 
     Raises:
         StackError: Kafka is unreachable or the topic is missing.
         PrefsyncError: a replayed message was not acknowledged; nothing is committed
             and the next run replays it again.
     """
-    codec = codec or WireCodec(
-        SchemaCatalog(registry_url=settings.schema_registry_url),
-        settings.max_message_bytes,
-    )
     if opener is None:
         store = build_store(settings, actor="dead-letter-replay")
 
         def opener(message: Message) -> bytes:
             return open_dead_letter(message, store, store.keyring)
 
+    codec = codec or WireCodec(
+        SchemaCatalog(registry_url=settings.schema_registry_url),
+        settings.max_message_bytes,
+    )
     consumer = Consumer(
         {
             "bootstrap.servers": settings.kafka_bootstrap,
@@ -338,10 +340,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.action == "summary":
         stats = summarize(settings)
     else:
-        store = build_store(settings, actor="dead-letter-replay")
         stats = replay(
             settings,
-            opener=lambda message: open_dead_letter(message, store, store.keyring),
             error_classes=frozenset(args.error_class),
             group=args.group,
             from_beginning=args.from_beginning,

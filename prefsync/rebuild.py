@@ -47,7 +47,7 @@ from prefsync.datakeys import data_key_key, journal_key, read_compacted
 from prefsync.domain.join import join
 from prefsync.domain.snapshot import Snapshot
 from prefsync.errors import PrefsyncError, StackError, StoreUnavailable
-from prefsync.store import SnapshotStore, Stored, value_dek_id
+from prefsync.store import SnapshotStore, value_dek_id
 from worker.main import build_store
 
 __all__ = ["RebuildStats", "configure_parser", "rebuild", "run"]
@@ -267,12 +267,13 @@ def _join_chunk(
         if key is None or value is None:
             continue
         items.append((key.decode(errors="replace"), value, message))
-    items = _restore_data_keys(store, items, journaled, stats)
-    opened = [
-        _open(store, customer_id, value, journaled) for customer_id, value, _ in items
-    ]
     incoming: dict[str, Snapshot] = {}
-    for (customer_id, _, message), stored in zip(items, opened, strict=True):
+    for customer_id, value, message, record in _restore_data_keys(
+        store, items, journaled, stats
+    ):
+        # The record from the key topic, not the one in Redis: Redis may hold a
+        # different (older or newer) data key for the customer.
+        stored = store.unseal_with_record(customer_id, value, record)
         if stored.snapshot is None:
             stats.unreadable_in_topic += 1
             log.error(
@@ -301,46 +302,30 @@ def _join_chunk(
     )
 
 
-def _open(
-    store: SnapshotStore, customer_id: str, value: bytes, journaled: dict[bytes, bytes]
-) -> Stored:
-    """Decrypt a topic value with its own data key from the key topic.
-
-    Redis may hold another data key for the customer: a Redis restored from a backup
-    taken before an erasure holds the pre-erasure key, while the topic holds the
-    erasure under the new one. Decrypting with the Redis key would fail, and the
-    erasure would not be restored.
-    """
-    dek_id = value_dek_id(value)
-    if dek_id is None:
-        return store.unseal(customer_id, value)
-    record = journaled[journal_key(customer_id, dek_id)]
-    stored = store.unseal_with_record(customer_id, value, record)
-    # The next read of Redis decides which data key the write uses.
-    store.data_keys.drop(customer_id)
-    return stored
-
-
 def _restore_data_keys(
     store: SnapshotStore,
     items: list[tuple[str, bytes, Message]],
     journaled: dict[bytes, bytes],
     stats: RebuildStats,
-) -> list[tuple[str, bytes, Message]]:
-    """Put missing data key records back from the key topic; drop shredded values."""
-    kept = []
+) -> list[tuple[str, bytes, Message, bytes | None]]:
+    """Pair each value with its data key record from the key topic.
+
+    Records that Redis lacks are put back, so the join's writes reuse them. Values
+    whose record the topic no longer has were shredded by an erasure: dropped.
+    """
+    kept: list[tuple[str, bytes, Message, bytes | None]] = []
     pipe = store.client.pipeline(transaction=False)
     for customer_id, value, message in items:
         dek_id = value_dek_id(value)
         if dek_id is None:
-            kept.append((customer_id, value, message))
+            kept.append((customer_id, value, message, None))
             continue
         record = journaled.get(journal_key(customer_id, dek_id))
         if record is None:
             stats.shredded_in_topic += 1
             continue
         pipe.set(data_key_key(customer_id), record, nx=True)
-        kept.append((customer_id, value, message))
+        kept.append((customer_id, value, message, record))
     try:
         pipe.execute()
     except redis.RedisError as exc:

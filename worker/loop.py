@@ -182,9 +182,7 @@ class Worker:
                     self._serve_pending()
                     continue
                 self._periodic_tasks()
-                messages = self.consumer.consume(
-                    self.settings.batch_max_messages, self.settings.poll_timeout_s
-                )
+                messages = self._next_batch()
                 if self._receive(messages):
                     self._idle_since = time.monotonic()
                     self._advance()
@@ -202,6 +200,21 @@ class Worker:
             self._advance()
             if self._pending is not None:
                 time.sleep(max(0.0, self._retry_at - time.monotonic()))
+
+    def _next_batch(self) -> list[Message]:
+        """Wait up to ``poll_timeout_s`` for one message, then take what is fetched.
+
+        ``Consumer.consume(n, timeout)`` returns only after ``n`` messages or the
+        whole timeout, so at a low rate every event waited ``poll_timeout_s``. The
+        second call takes what librdkafka has already fetched without waiting, so
+        batches stay full under load and the first event of a quiet spell is
+        handled at once.
+        """
+        first = self.consumer.poll(self.settings.poll_timeout_s)
+        if first is None:
+            return []
+        rest = self.consumer.consume(self.settings.batch_max_messages - 1, 0)
+        return [first, *rest]
 
     def caught_up(self) -> bool:
         """Return True when every assigned partition has reported its end since its
@@ -265,6 +278,9 @@ class Worker:
     def _receive(self, messages: list[Message]) -> bool:
         """Decode ``messages`` into the pending batch; return whether any was valid."""
         received = False
+        # Counted per topic and added once per call: a labelled Prometheus counter
+        # per message was 5% of the worker's time in a py-spy profile.
+        consumed_by_topic: dict[str, int] = {}
         for message in messages:
             error = message.error()
             tp = (message.topic(), message.partition())
@@ -277,7 +293,7 @@ class Worker:
                 continue
             self._at_end.discard(tp)
             self.stats.consumed += 1
-            self.metrics.consumed.labels(message.topic()).inc()
+            consumed_by_topic[tp[0]] = consumed_by_topic.get(tp[0], 0) + 1
             outcome: Any
             try:
                 outcome = decode_message(self.codec, message, self.event_checks)
@@ -287,6 +303,8 @@ class Worker:
                 self._pending = Batch()
             self._pending.add(message, outcome)
             received = True
+        for topic, count in consumed_by_topic.items():
+            self.metrics.consumed.labels(topic).inc(count)
         return received
 
     def _serve_pending(self) -> None:

@@ -122,9 +122,9 @@ def apply_change(snapshot: Snapshot, change: Change) -> bool:
             snapshot.scalars[name] = (stamp, value)
             changed = True
     for name in change.clears:
-        changed |= _clear_map(snapshot.maps.setdefault(name, MapField()), stamp)
+        changed |= _clear_map(_map_field(snapshot, name), stamp)
     for name, entries in change.maps.items():
-        target = snapshot.maps.setdefault(name, MapField())
+        target = _map_field(snapshot, name)
         for key, value in entries.items():
             changed |= _set_entry(target, key, stamp, value)
     # A list field that received only stale entries must not appear as an empty
@@ -144,6 +144,14 @@ def fold(
     for change in changes:
         apply_change(snapshot, change)
     return snapshot
+
+
+def _map_field(snapshot: Snapshot, name: str) -> MapField:
+    # Not setdefault: that would build a MapField on every call, found or not.
+    target = snapshot.maps.get(name)
+    if target is None:
+        target = snapshot.maps[name] = MapField()
+    return target
 
 
 def _set_entry(target: MapField, key: str, stamp: Stamp, value: Any) -> bool:

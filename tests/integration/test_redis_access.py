@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
 
+from prefsync.config import Settings
 from prefsync.crypto import Keyring
+from prefsync.domain.events import PROFILE_RECORD
 from prefsync.domain.snapshot import Change, Snapshot, apply_change
+from prefsync.domain.view import to_view
 from prefsync.errors import StoreUnavailable
 from prefsync.redis_acl import ROLES, render_acl
 from prefsync.store import SnapshotStore, connect
+from tests.helpers import produce_records, profile_event, run_worker
 from tests.redis_server import RedisServer, start_redis, write_certificates
 
 pytestmark = pytest.mark.integration
@@ -215,3 +220,25 @@ def test_tls_rejects_unknown_ca(tls_server: RedisServer, tmp_path: Path) -> None
     client = redis.Redis.from_url(url, socket_timeout=3, socket_connect_timeout=3)
     with pytest.raises(redis.ConnectionError):
         client.ping()
+
+
+def test_worker_role_runs_real_worker(
+    acl_server: RedisServer, settings: Settings
+) -> None:
+    """The real worker, connected as prefsync-worker, applies events end to end."""
+    worker_settings = dataclasses.replace(
+        settings,
+        redis_url=acl_server.url("prefsync-worker", PASSWORDS["prefsync-worker"]),
+    )
+    produce_records(
+        worker_settings,
+        [(PROFILE_RECORD, profile_event("W1", 1, special_instructions="no ice"))],
+    )
+
+    stats = run_worker(worker_settings)
+
+    assert stats.dead_lettered == 0
+    api = SnapshotStore(
+        _client(acl_server, "prefsync-api"), Keyring.load(settings.key_path)
+    )
+    assert to_view(api.read("W1"))["special_instructions"] == "no ice"
