@@ -13,6 +13,7 @@ import base64
 import hashlib
 import hmac
 import os
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -70,16 +71,28 @@ class Pseudonymizer:
                     f"no pseudonym key: {path} not found and {KEY_ENV} is not set; "
                     "run `prefsync api` once to create the file, or set the variable"
                 )
-            path.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            except FileExistsError:
-                pass  # another process created it first; read theirs
-            else:
-                with os.fdopen(fd, "w") as handle:
-                    handle.write(base64.b64encode(os.urandom(MIN_KEY_BYTES)).decode())
-                log.info("pseudonym_key.created", path=str(path))
+            _create_key_file(path)
         return cls(_decode(path.read_text().strip(), str(path)))
+
+
+def _create_key_file(path: Path) -> None:
+    """Write a random key to ``path`` unless another process did it first.
+
+    The key is written to a temporary file that is then linked into place, so a
+    process that starts at the same time never reads a half-written file.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(base64.b64encode(os.urandom(MIN_KEY_BYTES)).decode())
+    try:
+        os.link(temporary, path)
+    except FileExistsError:
+        return  # another process created it first; read theirs
+    finally:
+        temporary.unlink()
+    log.info("pseudonym_key.created", path=str(path))
 
 
 def _decode(text: str, source: str) -> bytes:
