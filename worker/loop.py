@@ -341,6 +341,12 @@ class Worker:
             self._hold("kafka_publish", exc)
             return
         except KafkaException as exc:
+            # TODO: the long rebalance fault run lost single messages (35 of 154,221)
+            # after a synchronous commit here failed with ILLEGAL_GENERATION during a
+            # rebalance: the surviving worker paused, committed on retry, resumed,
+            # and its next batch began one offset past the last one received, on
+            # every paused partition. Seeking to the next expected offset before
+            # resume did not help; the cause is not found yet.
             self._hold("kafka_commit", exc)
             return
         self._finish(batch)
