@@ -346,7 +346,8 @@ class Worker:
             # rebalance: the surviving worker paused, committed on retry, resumed,
             # and its next batch began one offset past the last one received, on
             # every paused partition. Seeking to the next expected offset before
-            # resume did not help; the cause is not found yet.
+            # resume did not help, nor did a plain consume() in _next_batch; it did
+            # not happen before the data-key and poll-loop merges. Cause not found.
             self._hold("kafka_commit", exc)
             return
         self._finish(batch)
