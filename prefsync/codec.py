@@ -179,7 +179,17 @@ class SchemaCatalog:
                 error_class="unknown_schema_id",
                 schema_id=schema_id,
             )
-        return self._add(schema_id, json.loads(response.json()["schema"]), local=False)
+        try:
+            raw = json.loads(response.json()["schema"])
+            return self._add(schema_id, raw, local=False)
+        except (ValueError, KeyError, TypeError) as exc:
+            # fastavro's SchemaParseException is a ValueError too.
+            raise DecodeError(
+                f"invalid schema for id {schema_id} from the schema registry: "
+                f"{type(exc).__name__}; check the registry's entry",
+                error_class="invalid_registry_schema",
+                schema_id=schema_id,
+            ) from exc
 
 
 class WireCodec:

@@ -35,7 +35,7 @@ from confluent_kafka import (
 from prefsync.codec import SchemaCatalog, WireCodec
 from prefsync.config import Settings
 from prefsync.errors import DecodeError, DecryptError, PrefsyncError, StackError
-from producers.dead_letter import open_dead_letter
+from producers.dead_letter import TRUNCATED_HEADER, open_dead_letter
 from worker.batch import decode_message
 from worker.main import build_store
 
@@ -137,6 +137,8 @@ def _skip_reason(
 ) -> str | None:
     if headers.get("prefsync.payload.redacted") == "1":
         return "payload_redacted"
+    if TRUNCATED_HEADER in headers:
+        return "payload_truncated"
     if not message.value():
         return "no_payload"
     if headers.get("prefsync.origin.topic") not in settings.topics.inputs():

@@ -341,11 +341,7 @@ class SnapshotStore:
         """
         if not writes:
             return []
-        created = {
-            customer_id: self._proposed[customer_id]
-            for customer_id, _, _ in writes
-            if customer_id in self._proposed
-        }
+        created = self._proposals_used(writes)
         if created and self.journal is not None:
             for customer_id, (data_key, _) in created.items():
                 self.journal.publish(customer_id, data_key.record)
@@ -366,6 +362,27 @@ class SnapshotStore:
         if self.journal is not None and (created or lost):
             self.journal.flush()
         return lost
+
+    def _proposals_used(
+        self, writes: list[tuple[str, int, bytes]]
+    ) -> dict[str, tuple[DataKey, DataKey | None]]:
+        """Return the proposed data keys that the values of ``writes`` are sealed
+        under, and drop proposals that no value uses."""
+        created = {}
+        for customer_id, _, value in writes:
+            proposal = self._proposed.get(customer_id)
+            if proposal is None:
+                continue
+            if value_dek_id(value) == proposal[0].dek_id:
+                created[customer_id] = proposal
+                continue
+            # A proposal left by an attempt that failed before Redis (the key journal
+            # or Redis was unreachable), for another erasure floor than this value's:
+            # storing it with this value would pair the value with the wrong key.
+            self.discard_proposal(customer_id)
+            if self.journal is not None:
+                self.journal.tombstone(customer_id, proposal[0].dek_id)
+        return created
 
     def discard_proposal(self, customer_id: str) -> bool:
         """Forget a data key that :meth:`seal` proposed but nobody will write.

@@ -45,6 +45,11 @@ __all__ = [
 log = structlog.get_logger()
 
 DLQ_PURPOSE = b"dlq"
+# Kafka's default max.message.bytes is 1 MiB. Compressed input can exceed it once
+# decompressed, so longer payloads are cut to this size, leaving room for headers
+# and encryption.
+MAX_PAYLOAD_BYTES = 900_000
+TRUNCATED_HEADER = "prefsync.payload.truncated_from_bytes"
 ENCRYPTION_HEADER = "prefsync.payload.encryption"
 DEK_ID_HEADER = "prefsync.payload.dek_id"
 _KEK_LABEL = b"prefsync-dlq"
@@ -163,6 +168,10 @@ class DeadLetterProducer:
         if redacted:
             # Replaying a masked copy would apply masked values: replay skips it.
             headers.append(("prefsync.payload.redacted", b"1"))
+        if len(payload) > MAX_PAYLOAD_BYTES:
+            # Replay skips a cut payload too: it no longer decodes.
+            headers.append((TRUNCATED_HEADER, str(len(payload)).encode()))
+            payload = payload[:MAX_PAYLOAD_BYTES]
         if self.sealer is not None and payload:
             payload, encryption_headers = self.sealer.seal(message, payload)
             headers.extend(encryption_headers)

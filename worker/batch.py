@@ -50,17 +50,23 @@ def decode_message(
             ValidationError, for rule violations and a key that differs from the
             customer id).
     """
-    _, record_name, record = codec.decode(message.value())
-    change = to_change(record_name, record)
-    for check in checks:
-        check(message, record)
-    key = message.key()
-    if key is not None and key.decode(errors="replace") != change.customer_id:
-        raise ValidationError(
-            "message key differs from customer_id: key messages by customer id so "
-            "one customer's events share a partition",
-            error_class="key_mismatch",
-        )
+    schema_id, record_name, record = codec.decode(message.value())
+    try:
+        change = to_change(record_name, record)
+        for check in checks:
+            check(message, record)
+        key = message.key()
+        if key is not None and key.decode(errors="replace") != change.customer_id:
+            raise ValidationError(
+                "message key differs from customer_id: key messages by customer id "
+                "so one customer's events share a partition",
+                error_class="key_mismatch",
+            )
+    except DecodeError as exc:
+        # The domain rules do not see the frame; the dead letter names its schema.
+        if exc.schema_id is None:
+            exc.schema_id = schema_id
+        raise
     return change
 
 

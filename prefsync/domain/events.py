@@ -69,6 +69,12 @@ def to_change(record_name: str, record: dict[str, Any]) -> Change:
         ValidationError: the event breaks a rule, e.g. a negative points balance,
             a malformed last four, or a card number in a text field.
     """
+    if record_name not in (PROFILE_RECORD, LOYALTY_RECORD):
+        raise ValidationError(
+            f"unsupported record type {record_name}: the input topics carry "
+            f"{PROFILE_RECORD} and {LOYALTY_RECORD} only",
+            error_class="unsupported_record",
+        )
     _check_symbols(record)
     customer_id = record["customer_id"]
     if not CUSTOMER_ID_PATTERN.fullmatch(customer_id):

@@ -33,6 +33,7 @@ from prefsync import stack
 from prefsync.codec import SchemaCatalog, WireCodec
 from prefsync.config import Settings, TopicNames
 from prefsync.crypto import Keyring, generate_key_file
+from prefsync.domain.view import to_view
 from prefsync.errors import PrefsyncError, StackError
 from prefsync.kafka_admin import ensure_topics
 from prefsync.store import SnapshotStore, connect
@@ -448,6 +449,9 @@ class FaultEnv:
         )
         if comparison.mismatched:
             report.extra["mismatched_examples"] = comparison.mismatched[:5]
+            report.extra["mismatch_reasons"] = _mismatch_reasons(
+                store, simulator, comparison.mismatched[:5]
+            )
 
     def _ends(self) -> dict[tuple[str, int], int]:
         ends = {}
@@ -470,6 +474,26 @@ class FaultEnv:
             total += sum(last - first + 1 for first, last in ranges)
             distinct += _union_length(ranges)
         return distinct, total - distinct
+
+
+def _mismatch_reasons(
+    store: SnapshotStore, simulator: CrmSimulator, customer_ids: list[str]
+) -> dict[str, str]:
+    """Say, without values, why each customer differs: unreadable, or which fields."""
+    expected = simulator.expected()
+    reasons = {}
+    for customer_id, stored in store.read_many(customer_ids).items():
+        if stored.error is not None:
+            reasons[customer_id] = f"unreadable: {stored.error}"
+            continue
+        view = to_view(stored.snapshot) or {}
+        wanted = expected[customer_id] or {}
+        fields = sorted(
+            k for k in set(view) | set(wanted) if view.get(k) != wanted.get(k)
+        )
+        erased = stored.snapshot.erased if stored.snapshot else None
+        reasons[customer_id] = f"fields differ: {fields}; erased={erased is not None}"
+    return reasons
 
 
 def _union_length(ranges: list[tuple[int, int]]) -> int:

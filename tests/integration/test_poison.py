@@ -131,8 +131,13 @@ def _poison_cases() -> list[tuple[str, str, bytes, int | None]]:
             _encode_with(_with_channel("WHATSAPP"), whatsapp, REGISTRY_ONLY_ID),
             REGISTRY_ONLY_ID,
         ),
-        ("P8", "invalid_avro", _encode_with(_with_tier("DIAMOND"), diamond, 2), 2),
-        ("P9", "negative_points_balance", CODEC.encode(LOYALTY_RECORD, negative), None),
+        (
+            "P8",
+            "invalid_enum_index",
+            _encode_with(_with_tier("DIAMOND"), diamond, 2),
+            2,
+        ),
+        ("P9", "negative_points_balance", CODEC.encode(LOYALTY_RECORD, negative), 10),
     ]
 
 

@@ -91,3 +91,23 @@ def test_write_many_and_write_sealed_share_generations(store: SnapshotStore) -> 
 
     assert store.write_sealed([(CUSTOMER, 0, store.seal(snapshot, 1))]) == [CUSTOMER]
     assert store.write_sealed([(CUSTOMER, 1, store.seal(snapshot, 2))]) == []
+
+
+def test_stale_proposal_not_attached(store: SnapshotStore) -> None:
+    """A data key proposed by a write that never happened (a failed attempt) is not
+    stored with a later value that was sealed under the current key."""
+    first = Snapshot(CUSTOMER)
+    apply_change(first, Change(CUSTOMER, (5, 0, 1, 0), erase=True))
+    apply_change(first, Change(CUSTOMER, (6, 0, 2, 0), scalars={"tier": "GOLD"}))
+    assert store.write_sealed([(CUSTOMER, 0, store.seal(first, 1))]) == []
+    erased_again = store.read(CUSTOMER)
+    apply_change(erased_again, Change(CUSTOMER, (7, 0, 3, 0), erase=True))
+    store.seal(erased_again, 2)  # proposes a key for the new floor; never written
+    later = store.read(CUSTOMER)
+    apply_change(later, Change(CUSTOMER, (6, 5, 4, 0), scalars={"tier": "SILVER"}))
+
+    assert store.write_sealed([(CUSTOMER, 1, store.seal(later, 2))]) == []
+
+    stored = store.read_many([CUSTOMER])[CUSTOMER]
+    assert stored.error is None
+    assert stored.snapshot.scalars["tier"][1] == "SILVER"

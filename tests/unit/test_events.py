@@ -198,3 +198,10 @@ def test_out_of_range_values(
     with pytest.raises(ValidationError) as caught:
         to_change(record_name, {**BASE, **fields})
     assert caught.value.error_class == error_class
+
+
+def test_foreign_record_rejected() -> None:
+    """A record type other than the two CRM events is rejected, not a KeyError."""
+    with pytest.raises(ValidationError) as caught:
+        to_change("com.example.Other", {"id": 1})
+    assert caught.value.error_class == "unsupported_record"
