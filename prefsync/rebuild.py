@@ -15,10 +15,18 @@ committed offsets. A rebuild:
 An erased customer's snapshot is a tombstone that keeps the erasure stamp, so a
 rebuild restores the erasure and older events stay ignored afterwards.
 
-Values are sealed under per-customer data keys. Before a chunk is decrypted, the
-rebuild puts each value's data key record back into Redis from the key topic
-(``prefsync.keys``) where Redis lacks it. A value whose data key the topic no longer
-has was shredded by an erasure: it is skipped and counted, never restored.
+Values are sealed under per-customer data keys, and the topic names each value's
+key by id only. Where Redis has no value for a customer, the rebuild stores the
+topic value as it is, spliced with its data key record from the key topic
+(``prefsync.keys``) into an envelope, with ``SET NX`` in one pipeline per chunk: no
+decryption and no new seal. Only customers that Redis already has (a running worker
+wrote them, or the topic has several values for them) are decrypted and joined as
+in step 3. A value whose data key the topic no longer has was shredded by an
+erasure: it is skipped and counted, never restored.
+
+NOTE: the ``SET NX`` path does not check the AES-GCM tag of a topic value; a value
+altered in Kafka is found when the worker or a terminal reads it, and the worker
+then leaves it alone (see docs/privacy.md).
 """
 
 from __future__ import annotations
@@ -43,18 +51,20 @@ from confluent_kafka import (
 from tqdm import tqdm
 
 from prefsync.config import Settings
-from prefsync.datakeys import data_key_key, journal_key, read_compacted
+from prefsync.datakeys import journal_key, read_compacted
 from prefsync.domain.join import join
 from prefsync.domain.snapshot import Snapshot
+from prefsync.envelope import LEGACY_VALUE_FORMAT, sealed_dek_id, to_envelope
 from prefsync.errors import PrefsyncError, StackError, StoreUnavailable
-from prefsync.store import SnapshotStore, value_dek_id
+from prefsync.store import SnapshotStore, snapshot_key
 from worker.main import build_store
 
 __all__ = ["RebuildStats", "configure_parser", "rebuild", "run"]
 
 log = structlog.get_logger()
 
-CHUNK_MESSAGES = 1000
+# Messages per chunk, and so SET NX commands per pipeline.
+CHUNK_MESSAGES = 5000
 MAX_WRITE_ATTEMPTS = 20
 METADATA_TIMEOUT_S = 30.0
 POLL_TIMEOUT_S = 1.0
@@ -70,6 +80,7 @@ class RebuildStats:
 
     messages: int = 0
     customers_written: int = 0
+    customers_copied: int = 0
     customers_unchanged: int = 0
     unreadable_in_topic: int = 0
     shredded_in_topic: int = 0
@@ -252,13 +263,18 @@ def _read_to_end(
         yield chunk
 
 
+_Paired = tuple[str, bytes, Message, bytes | None]
+"""A topic value with its customer id, message and data key record (None for
+format 1 values)."""
+
+
 def _join_chunk(
     store: SnapshotStore,
     chunk: list[Message],
     stats: RebuildStats,
     journaled: dict[bytes, bytes],
 ) -> None:
-    """Join one chunk of topic snapshots into Redis with check-and-set writes."""
+    """Store one chunk of topic snapshots: copy where Redis has none, else join."""
     items: list[tuple[str, bytes, Message]] = []
     for message in chunk:
         stats.messages += 1
@@ -267,10 +283,52 @@ def _join_chunk(
         if key is None or value is None:
             continue
         items.append((key.decode(errors="replace"), value, message))
+    paired = _pair_data_keys(items, journaled, stats)
+    repeated = _repeated_customers(paired)
+    copies = [item for item in paired if item[0] not in repeated]
+    existing = _copy_missing(store, copies)
+    stats.customers_copied += len(copies) - len(existing)
+    joins = [item for item in paired if item[0] in repeated or item[0] in existing]
+    if joins:
+        _join_items(store, joins, stats)
+
+
+def _repeated_customers(items: list[_Paired]) -> set[str]:
+    seen: set[str] = set()
+    repeated: set[str] = set()
+    for customer_id, *_ in items:
+        if customer_id in seen:
+            repeated.add(customer_id)
+        seen.add(customer_id)
+    return repeated
+
+
+def _copy_missing(store: SnapshotStore, items: list[_Paired]) -> set[str]:
+    """Store each value, as an envelope with its record, where Redis has no value.
+
+    Returns:
+        The customers that Redis already has a value for: they need the join.
+    """
+    pipe = store.client.pipeline(transaction=False)
+    for customer_id, value, _message, record in items:
+        # A format 1 value is sealed under a keyring key and has no record.
+        stored = value if record is None else to_envelope(value, record)
+        pipe.set(snapshot_key(customer_id), stored, nx=True)
+    try:
+        results = pipe.execute()
+    except redis.RedisError as exc:
+        raise StoreUnavailable(f"Redis write failed: {type(exc).__name__}") from exc
+    return {
+        item[0] for item, written in zip(items, results, strict=True) if not written
+    }
+
+
+def _join_items(
+    store: SnapshotStore, items: list[_Paired], stats: RebuildStats
+) -> None:
+    """Decrypt, join and write with the generation check (step 3 above)."""
     incoming: dict[str, Snapshot] = {}
-    for customer_id, value, message, record in _restore_data_keys(
-        store, items, journaled, stats
-    ):
+    for customer_id, value, message, record in items:
         # The record from the key topic, not the one in Redis: Redis may hold a
         # different (older or newer) data key for the customer.
         stored = store.unseal_with_record(customer_id, value, record)
@@ -302,34 +360,36 @@ def _join_chunk(
     )
 
 
-def _restore_data_keys(
-    store: SnapshotStore,
+def _pair_data_keys(
     items: list[tuple[str, bytes, Message]],
     journaled: dict[bytes, bytes],
     stats: RebuildStats,
-) -> list[tuple[str, bytes, Message, bytes | None]]:
+) -> list[_Paired]:
     """Pair each value with its data key record from the key topic.
 
-    Records that Redis lacks are put back, so the join's writes reuse them. Values
-    whose record the topic no longer has were shredded by an erasure: dropped.
+    Values whose record the topic no longer has were shredded by an erasure:
+    dropped.
     """
-    kept: list[tuple[str, bytes, Message, bytes | None]] = []
-    pipe = store.client.pipeline(transaction=False)
+    kept: list[_Paired] = []
     for customer_id, value, message in items:
-        dek_id = value_dek_id(value)
+        dek_id = sealed_dek_id(value)
         if dek_id is None:
+            if value[:1] != bytes([LEGACY_VALUE_FORMAT]):
+                stats.unreadable_in_topic += 1
+                log.error(
+                    "rebuild.value_unreadable",
+                    partition=message.partition(),
+                    offset=message.offset(),
+                    error="unknown snapshot topic value format",
+                )
+                continue
             kept.append((customer_id, value, message, None))
             continue
         record = journaled.get(journal_key(customer_id, dek_id))
         if record is None:
             stats.shredded_in_topic += 1
             continue
-        pipe.set(data_key_key(customer_id), record, nx=True)
         kept.append((customer_id, value, message, record))
-    try:
-        pipe.execute()
-    except redis.RedisError as exc:
-        raise StoreUnavailable(f"Redis write failed: {type(exc).__name__}") from exc
     return kept
 
 

@@ -1,23 +1,22 @@
 """Encrypted snapshots in Redis: batched reads and conditional (check-and-set) writes.
 
-A stored value is::
+Each customer has one key, ``pref:{<customer id>}``, whose value is an envelope (see
+:mod:`prefsync.envelope`): the customer's data key record, wrapped by the keyring
+(see :mod:`prefsync.datakeys`), then the snapshot sealed with AES-256-GCM under that
+data key, with associated data ``format | dek id | customer id``. The braces are a
+Redis Cluster hash tag, so every key prefsync keeps for one customer lands in the
+same slot. Values of the older two-key layout (a format 2 value beside its record in
+``dek:{<customer id>}``) and format 1 values (encrypted under a keyring key
+directly) are still read, with a second round trip; the next write of such a
+customer stores an envelope and deletes ``dek:{<customer id>}``, and ``prefsync keys
+reencrypt`` migrates every remaining one.
 
-    0x02 | generation (8 bytes, big-endian) | dek id (8) | nonce (12) | ciphertext + tag
-
-encrypted with AES-256-GCM under the customer's data key (see
-:mod:`prefsync.datakeys`), with associated data ``0x02 | dek id | customer id``. The
-generation is not authenticated: it only orders writes. Values of format ``0x01``
-(encrypted under a keyring key directly, before data keys existed) are still read.
-
-The generation counts writes of that key. A write succeeds only if the stored
-generation is still the one the writer read, and the data key record is still the
-one the value was sealed with, both checked by one Lua script. So two writers (two
-workers during a rebalance, or a worker and an erasure) never lose each other's
-changes, and nothing is ever written under a data key that was shredded meanwhile.
-
-Keys are ``pref:{<customer id>}`` and ``dek:{<customer id>}``. The braces are a Redis
-Cluster hash tag, so every key prefsync keeps for one customer lands in the same slot
-and one ``MGET`` reads a customer's value and data key in one round trip.
+The generation counts writes of that key and is not authenticated: it only orders
+writes. A write succeeds only if the stored generation is still the one the writer
+read, and the stored value is still sealed under the data key the writer saw, both
+checked by one Lua script. So two writers (two workers during a rebalance, or a
+worker and an erasure) never lose each other's changes, and nothing is ever written
+under a data key that was shredded meanwhile.
 
 Next to the snapshots, the worker keeps one offset watermark per consumer group and
 input partition (``prefsync:watermark:<group>:<topic>:<partition>``): the offset up to
@@ -59,6 +58,20 @@ from prefsync.datakeys import (
 from prefsync.domain.encoding import decode_snapshot, encode_snapshot
 from prefsync.domain.events import SOURCES
 from prefsync.domain.snapshot import Snapshot, Stamp
+from prefsync.envelope import (
+    ENVELOPE_FORMAT,
+    LEGACY_VALUE_FORMAT,
+    NONCE_BYTES,
+    PLAIN_SEALED_FORMAT,
+    SEALED_FORMAT,
+    compress_plaintext,
+    decompress_plaintext,
+    envelope_record,
+    key_only_envelope,
+    to_envelope,
+    to_reference,
+    value_dek_id,
+)
 from prefsync.errors import DecryptError, StoreUnavailable
 
 __all__ = [
@@ -78,51 +91,55 @@ log = structlog.get_logger()
 KEY_PREFIX = "pref:"
 # Redis hash of encryptions per keyring key id, shared by every process.
 USAGE_KEY = "prefsync:key-usage"
-VALUE_FORMAT = 2
-LEGACY_VALUE_FORMAT = 1
-NONCE_BYTES = 12
 _GENERATION = struct.Struct(">Q")
 _HEADER_BYTES = 1 + _GENERATION.size
-_V2_HEADER_BYTES = _HEADER_BYTES + DEK_ID_BYTES
+_REFERENCE_HEADER_BYTES = _HEADER_BYTES + DEK_ID_BYTES
 _PAYLOAD_LABEL = b"prefsync-payload"
+_KNOWN_FORMATS = (
+    LEGACY_VALUE_FORMAT,
+    PLAIN_SEALED_FORMAT,
+    SEALED_FORMAT,
+    ENVELOPE_FORMAT,
+)
 # Format, id and epoch at the start of a data key record.
 _RECORD_ID_EPOCH_BYTES = 1 + DEK_ID_BYTES + 8
 
-# KEYS[1] = snapshot key, KEYS[2] = data key record key.
+# KEYS[1] = snapshot key; KEYS[2], when given, = the two-key layout's data key record.
 # ARGV[1] = expected generation bytes ("" when the value must be absent);
-# ARGV[2] = new value, whose bytes 10-17 are the id of the data key it is sealed with.
-# Creating a key also passes ARGV[3] = the new data key record and ARGV[4] = the id
-# of the record it replaces ("" when none may exist).
-# Returns 1 when written, 0 when the generation or the data key changed meanwhile.
-# Two scripts, so the common case (the key exists) sends two arguments only.
-_CHECK_PREFIX = """
+# ARGV[2] = new value; ARGV[3] = id of the data key the value read was sealed with
+# ("" for none); ARGV[4], with KEYS[2], = id of the record read there ("" for none).
+# The data key id sits at bytes 12-19 of an envelope (format 4) and at bytes 10-17
+# of formats 2 and 3. With KEYS[2], the record there is deleted, because the new
+# value is an envelope that contains its own record.
+# Returns 1 when written, 0 when the generation or the data key changed meanwhile,
+# 2 when KEYS[2] contains a record the writer did not read (re-read it).
+_CHECK_AND_SET = """
 local current = redis.call('GET', KEYS[1])
+local seen = ''
 if current then
   if string.sub(current, 2, 9) ~= ARGV[1] then return 0 end
+  local format = string.byte(current, 1)
+  if format == 4 then
+    seen = string.sub(current, 12, 19)
+  elseif format == 2 or format == 3 then
+    seen = string.sub(current, 10, 17)
+  end
 elseif ARGV[1] ~= '' then
   return 0
 end
-local record = redis.call('GET', KEYS[2])
-local present = ''
-if record then present = string.sub(record, 2, 9) end
-"""
-_CHECK_AND_SET = (
-    _CHECK_PREFIX
-    + """
-if present ~= string.sub(ARGV[2], 10, 17) then return 0 end
+if seen ~= ARGV[3] then return 0 end
+if KEYS[2] then
+  local record = redis.call('GET', KEYS[2])
+  local present = ''
+  if record then present = string.sub(record, 2, 9) end
+  if present ~= ARGV[4] then return 2 end
+  redis.call('DEL', KEYS[2])
+end
 redis.call('SET', KEYS[1], ARGV[2])
 return 1
 """
-)
-_CHECK_AND_CREATE = (
-    _CHECK_PREFIX
-    + """
-if present ~= ARGV[4] then return 0 end
-redis.call('SET', KEYS[2], ARGV[3])
-redis.call('SET', KEYS[1], ARGV[2])
-return 1
-"""
-)
+# A write that found a record in KEYS[2] it had not read.
+_LEGACY_RECORD_UNREAD = 2
 
 # KEYS as above. ARGV[1] = value expected ("" for none), ARGV[2] = data key record
 # expected ("" for none). Deletes both when neither changed; returns 1, else 0.
@@ -160,6 +177,12 @@ def _no_script(result: object) -> bool:
 Partition = tuple[str, int]
 
 
+def _record_of(value: bytes | None, legacy: bytes | None) -> bytes | None:
+    """Return the data key record of a value read from Redis, in either layout."""
+    embedded = None if value is None else envelope_record(value)
+    return legacy if embedded is None else embedded
+
+
 def snapshot_key(customer_id: str) -> str:
     """Return the Redis key of a customer's snapshot."""
     return f"{KEY_PREFIX}{{{customer_id}}}"
@@ -168,13 +191,6 @@ def snapshot_key(customer_id: str) -> str:
 def watermark_key(group: str, topic: str, partition: int) -> str:
     """Return the Redis key of a consumer group's watermark for one input partition."""
     return f"{WATERMARK_PREFIX}{group}:{topic}:{partition}"
-
-
-def value_dek_id(value: bytes) -> bytes | None:
-    """Return the data key id a stored value is sealed with (None for format 1)."""
-    if len(value) < _V2_HEADER_BYTES or value[0] != VALUE_FORMAT:
-        return None
-    return value[_HEADER_BYTES:_V2_HEADER_BYTES]
 
 
 def connect(url: str, *, cluster: bool = False, timeout_s: float = 5.0) -> RedisClient:
@@ -236,31 +252,82 @@ class SnapshotStore:
         self._proposed: dict[str, tuple[DataKey, DataKey | None]] = {}
         # Erasure floor of the snapshot each proposal was made for, for the audit.
         self._proposed_floor: dict[str, Stamp | None] = {}
+        # Per customer at the last read: the data key id of the value read (b"" for
+        # none), and the id in ``dek:{id}`` (b"" for none), or None where the read
+        # found an envelope and the two-key layout plays no part.
+        self._seen: dict[str, tuple[bytes, bytes | None]] = {}
+        # Customers whose write found a ``dek:{id}`` record it had not read.
+        self._legacy_unread: set[str] = set()
         self._check_and_set = client.register_script(_CHECK_AND_SET)
         self._raise_watermark = client.register_script(_RAISE_WATERMARK)
-        self._check_and_create = client.register_script(_CHECK_AND_CREATE)
         self._delete_if_unchanged = client.register_script(_DELETE_IF_UNCHANGED)
 
     def read_many(self, customer_ids: Iterable[str]) -> dict[str, Stored]:
-        """Read and decrypt the snapshots of ``customer_ids`` in one round trip.
+        """Read and decrypt the snapshots of ``customer_ids``.
+
+        One round trip, and a second one only for customers still in the two-key
+        layout.
 
         Raises:
             StoreUnavailable: Redis could not be reached.
         """
         ids = list(customer_ids)
         self.keyring.maybe_reload()
-        pairs = self.read_records(ids)
-        if len(self._present) > 4 * self.data_keys.max_entries:
-            self._present.clear()
+        pairs = self._read_values(ids)
+        self._bound_tracking()
         return {
             cid: self._unseal(cid, value, record)
             for cid, (value, record) in zip(ids, pairs, strict=True)
         }
 
+    def _read_values(
+        self, customer_ids: list[str]
+    ) -> list[tuple[bytes | None, bytes | None]]:
+        """Return each customer's ``(value, dek:{id} record)``.
+
+        The record is read only where the value is not an envelope and may depend
+        on it: formats 1 and 2, and missing values whose write found a record.
+        """
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            for customer_id in customer_ids:
+                pipe.get(snapshot_key(customer_id))
+            values: list[bytes | None] = pipe.execute()
+            legacy = [
+                index
+                for index, (customer_id, value) in enumerate(
+                    zip(customer_ids, values, strict=True)
+                )
+                if self._needs_legacy_record(customer_id, value)
+            ]
+            records: list[bytes | None] = [None] * len(values)
+            if legacy:
+                pipe = self.client.pipeline(transaction=False)
+                for index in legacy:
+                    pipe.get(data_key_key(customer_ids[index]))
+                for index, record in zip(legacy, pipe.execute(), strict=True):
+                    records[index] = record
+        except redis.RedisError as exc:
+            raise StoreUnavailable(f"Redis read failed: {type(exc).__name__}") from exc
+        return list(zip(values, records, strict=True))
+
+    def _needs_legacy_record(self, customer_id: str, value: bytes | None) -> bool:
+        if value is None:
+            return customer_id in self._legacy_unread
+        return value[0] != ENVELOPE_FORMAT
+
+    def _bound_tracking(self) -> None:
+        if len(self._present) > 4 * self.data_keys.max_entries:
+            self._present.clear()
+            self._seen.clear()
+
     def read_records(
         self, customer_ids: list[str]
     ) -> list[tuple[bytes | None, bytes | None]]:
-        """Return each customer's raw ``(value, data key record)`` in one round trip."""
+        """Return each customer's raw ``(value, dek:{id} record)`` in one round trip.
+
+        The second item is the two-key layout's record, None for envelopes.
+        """
         try:
             pipe = self.client.pipeline(transaction=False)
             # Two GETs, not one MGET: redis-py's cluster pipeline rejects MGET even
@@ -276,32 +343,38 @@ class SnapshotStore:
     def read(self, customer_id: str) -> Snapshot | None:
         """Read one customer's snapshot, or None when there is none.
 
-        One MGET of the value and its data key, both in the customer's slot: a
-        one-command pipeline costs a terminal's lookup about 10 us more.
+        One GET of the envelope; a value of the two-key layout costs a second GET.
 
         Raises:
             DecryptError: the stored value failed authentication.
         """
         self.keyring.maybe_reload()
         try:
-            value, record = self.client.mget(
-                snapshot_key(customer_id), data_key_key(customer_id)
-            )  # type: ignore[misc]
+            value = self.client.get(snapshot_key(customer_id))
+            record = None
+            if value is not None and value[0] != ENVELOPE_FORMAT:  # type: ignore[index]
+                record = self.client.get(data_key_key(customer_id))
         except redis.RedisError as exc:
             raise StoreUnavailable(f"Redis read failed: {type(exc).__name__}") from exc
-        if len(self._present) > 4 * self.data_keys.max_entries:
-            self._present.clear()
-        stored = self._unseal(customer_id, value, record)
+        self._bound_tracking()
+        stored = self._unseal(customer_id, value, record)  # type: ignore[arg-type]
         if stored.error is not None:
             raise stored.error
         return stored.snapshot
 
     def read_raw(self, customer_id: str) -> bytes | None:
-        """Return the stored bytes of a customer, without decrypting."""
+        """Return a customer's value in reference form, as the snapshot topic
+        carries it (no data key record), without decrypting.
+
+        None when there is no value, or only a data key and no snapshot.
+        """
         try:
-            return self.client.get(snapshot_key(customer_id))  # type: ignore[return-value]
+            value = self.client.get(snapshot_key(customer_id))
         except redis.RedisError as exc:
             raise StoreUnavailable(f"Redis read failed: {type(exc).__name__}") from exc
+        if value is None:
+            return None
+        return to_reference(value)  # type: ignore[arg-type]
 
     def write_many(self, writes: list[tuple[Snapshot, int]]) -> list[str]:
         """Write each ``(snapshot, generation read)`` if the generation still matches.
@@ -399,18 +472,15 @@ class SnapshotStore:
         writes: list[tuple[str, int, bytes]],
         created: dict[str, tuple[DataKey, DataKey | None]],
     ) -> list[int]:
+        """Run the check-and-set of every write; return 1 per value written."""
         usage = self.keyring.drain_usage()
         calls: list[ScriptCall] = []
-        for customer_id, generation, value in writes:
-            expected = b"" if generation == 0 else _GENERATION.pack(generation)
-            keys = [snapshot_key(customer_id), data_key_key(customer_id)]
-            new = created.get(customer_id, (None, None))[0]
-            if new is None:
-                calls.append((self._check_and_set, keys, [expected, value]))
-                continue
-            replaced_id = self._present.get(customer_id, b"")[1 : 1 + DEK_ID_BYTES]
-            args = [expected, value, new.record, replaced_id]
-            calls.append((self._check_and_create, keys, args))
+        sent: list[int] = []
+        for index, (customer_id, generation, value) in enumerate(writes):
+            call = self._write_call(customer_id, generation, value, created)
+            if call is not None:
+                calls.append(call)
+                sent.append(index)
 
         def count_usage(pipe: Any) -> None:
             for key_id, count in usage.items():
@@ -421,8 +491,42 @@ class SnapshotStore:
         except redis.RedisError as exc:
             self.keyring.restore_usage(usage)
             raise StoreUnavailable(f"Redis write failed: {type(exc).__name__}") from exc
-        self.keyring.record_usage(dict(zip(usage, results[len(writes) :], strict=True)))
-        return results[: len(writes)]
+        self.keyring.record_usage(dict(zip(usage, results[len(calls) :], strict=True)))
+        outcomes = [0] * len(writes)
+        for index, result in zip(sent, results[: len(calls)], strict=True):
+            if result == _LEGACY_RECORD_UNREAD:
+                self._legacy_unread.add(writes[index][0])
+            outcomes[index] = 1 if result == 1 else 0
+        return outcomes
+
+    def _write_call(
+        self,
+        customer_id: str,
+        generation: int,
+        value: bytes,
+        created: dict[str, tuple[DataKey, DataKey | None]],
+    ) -> ScriptCall | None:
+        """Return the check-and-set call that stores ``value`` as an envelope.
+
+        None when the data key record the value is sealed with is no longer at
+        hand (evicted from the cache): the write counts as lost and is retried.
+        """
+        new = created.get(customer_id, (None, None))[0]
+        data_key = new if new is not None else self.data_keys.get(customer_id)
+        dek_id = value_dek_id(value)
+        if data_key is None or data_key.dek_id != dek_id:
+            return None
+        expected = b"" if generation == 0 else _GENERATION.pack(generation)
+        envelope = to_envelope(value, data_key.record)
+        seen_id, legacy_id = self._seen.get(customer_id, (b"", b""))
+        if legacy_id is None:
+            return (
+                self._check_and_set,
+                [snapshot_key(customer_id)],
+                [expected, envelope, seen_id],
+            )
+        keys = [snapshot_key(customer_id), data_key_key(customer_id)]
+        return (self._check_and_set, keys, [expected, envelope, seen_id, legacy_id])
 
     def _run_scripts(
         self,
@@ -517,18 +621,21 @@ class SnapshotStore:
         return self.pseudonymizer.pseudonym(customer_id)
 
     def seal(self, snapshot: Snapshot, generation: int) -> bytes:
-        """Return the stored form of ``snapshot`` at ``generation``.
+        """Return ``snapshot`` at ``generation`` sealed, in reference form.
 
-        Uses the customer's current data key, or proposes a new one when there is
-        none, the erasure floor changed, or the key reached its encryption limit.
+        The snapshot topic carries these bytes; :meth:`write_sealed` stores them in
+        Redis as an envelope with the data key record. Uses the customer's current
+        data key, or proposes a new one when there is none, the erasure floor
+        changed, or the key reached its encryption limit.
         """
         data_key = self._data_key_for_write(snapshot, generation)
         customer_id = snapshot.customer_id
         nonce = os.urandom(NONCE_BYTES)
-        aad = bytes([VALUE_FORMAT]) + data_key.dek_id + customer_id.encode()
-        sealed = data_key.cipher.encrypt(nonce, encode_snapshot(snapshot), aad)
+        aad = bytes([SEALED_FORMAT]) + data_key.dek_id + customer_id.encode()
+        plaintext = compress_plaintext(encode_snapshot(snapshot))
+        sealed = data_key.cipher.encrypt(nonce, plaintext, aad)
         return (
-            bytes([VALUE_FORMAT])
+            bytes([SEALED_FORMAT])
             + _GENERATION.pack(generation)
             + data_key.dek_id
             + nonce
@@ -558,24 +665,25 @@ class SnapshotStore:
     def _unseal(
         self, customer_id: str, value: bytes | None, record: bytes | None = None
     ) -> Stored:
+        """Decrypt a value of any format; ``record`` is the ``dek:{id}`` record
+        read beside it (two-key layout), or one from the key topic."""
+        embedded = None if value is None else envelope_record(value)
+        if embedded is not None:
+            record = embedded
         self._present[customer_id] = (
             b"" if record is None else record[:_RECORD_ID_EPOCH_BYTES]
         )
+        self._track_seen(customer_id, value, record, embedded is not None)
         if value is None:
             self._cache_record(customer_id, record)
             return Stored(0, None)
-        if len(value) < _HEADER_BYTES or value[0] not in (
-            VALUE_FORMAT,
-            LEGACY_VALUE_FORMAT,
-        ):
-            return Stored(0, None, DecryptError("unknown stored value format"))
-        (generation,) = _GENERATION.unpack_from(value, 1)
+        generation = 0
+        if len(value) >= _HEADER_BYTES:
+            (generation,) = _GENERATION.unpack_from(value, 1)
         try:
-            if value[0] == LEGACY_VALUE_FORMAT:
-                plaintext = self.keyring.decrypt(customer_id, value[_HEADER_BYTES:])
-                self._cache_record(customer_id, record)
-            else:
-                plaintext = self._decrypt_value(customer_id, value, record)
+            plaintext = self._plaintext(customer_id, value, record)
+            if plaintext is None:
+                return Stored(generation, None)
             snapshot = decode_snapshot(plaintext)
         except DecryptError as exc:
             return Stored(generation, None, exc)
@@ -587,22 +695,56 @@ class SnapshotStore:
             )
         return Stored(generation, snapshot)
 
-    def unseal_many(self, items: list[tuple[str, bytes]]) -> list[Stored]:
-        """Decrypt values read elsewhere (e.g. the snapshot topic), in one round trip.
+    def _track_seen(
+        self,
+        customer_id: str,
+        value: bytes | None,
+        record: bytes | None,
+        envelope: bool,
+    ) -> None:
+        self._legacy_unread.discard(customer_id)
+        seen_id = b"" if value is None else value_dek_id(value) or b""
+        if envelope:
+            self._seen[customer_id] = (seen_id, None)
+            return
+        self._seen[customer_id] = (seen_id, b"" if record is None else record[1:9])
 
-        Each customer's data key record is read from Redis. A value that fails
-        authentication, or whose data key is missing, is returned with ``error`` set.
+    def _plaintext(
+        self, customer_id: str, value: bytes, record: bytes | None
+    ) -> bytes | None:
+        """Return the snapshot bytes of a value; None for a key-only envelope.
+
+        Raises:
+            DecryptError: the value or its data key failed authentication.
+            ValueError: the compressed snapshot is invalid.
         """
-        try:
-            pipe = self.client.pipeline(transaction=False)
-            for customer_id, _ in items:
-                pipe.get(data_key_key(customer_id))
-            records = pipe.execute()
-        except redis.RedisError as exc:
-            raise StoreUnavailable(f"Redis read failed: {type(exc).__name__}") from exc
+        if len(value) < _HEADER_BYTES or value[0] not in _KNOWN_FORMATS:
+            raise DecryptError("unknown stored value format")
+        if value[0] == LEGACY_VALUE_FORMAT:
+            self._cache_record(customer_id, record)
+            return self.keyring.decrypt(customer_id, value[_HEADER_BYTES:])
+        reference = to_reference(value)
+        if reference is None:
+            self._cache_record(customer_id, record)
+            return None
+        plaintext = self._decrypt_value(customer_id, reference, record)
+        if reference[0] == SEALED_FORMAT:
+            return decompress_plaintext(plaintext)
+        return plaintext
+
+    def unseal_many(self, items: list[tuple[str, bytes]]) -> list[Stored]:
+        """Decrypt values read elsewhere (e.g. the snapshot topic) with the data
+        keys Redis has now.
+
+        A value that fails authentication, or whose data key is missing, is returned
+        with ``error`` set.
+        """
+        stored = self._read_values([customer_id for customer_id, _ in items])
         return [
-            self._unseal(customer_id, value, record)
-            for (customer_id, value), record in zip(items, records, strict=True)
+            self._unseal(customer_id, value, _record_of(current, legacy))
+            for (customer_id, value), (current, legacy) in zip(
+                items, stored, strict=True
+            )
         ]
 
     def unseal_with_record(
@@ -733,15 +875,16 @@ class SnapshotStore:
     def _decrypt_value(
         self, customer_id: str, value: bytes, record: bytes | None
     ) -> bytes:
-        if len(value) < _V2_HEADER_BYTES + NONCE_BYTES:
+        """Decrypt a reference-form value (format 2 or 3) with ``record``'s key."""
+        if len(value) < _REFERENCE_HEADER_BYTES + NONCE_BYTES:
             raise DecryptError("truncated stored value")
-        dek_id = value[_HEADER_BYTES:_V2_HEADER_BYTES]
+        dek_id = value[_HEADER_BYTES:_REFERENCE_HEADER_BYTES]
         data_key = self._data_key_for_read(customer_id, dek_id, record)
-        nonce = value[_V2_HEADER_BYTES : _V2_HEADER_BYTES + NONCE_BYTES]
-        aad = bytes([VALUE_FORMAT]) + dek_id + customer_id.encode()
+        nonce = value[_REFERENCE_HEADER_BYTES : _REFERENCE_HEADER_BYTES + NONCE_BYTES]
+        aad = value[:1] + dek_id + customer_id.encode()
         try:
             return data_key.cipher.decrypt(
-                nonce, value[_V2_HEADER_BYTES + NONCE_BYTES :], aad
+                nonce, value[_REFERENCE_HEADER_BYTES + NONCE_BYTES :], aad
             )
         except InvalidTag as exc:
             raise DecryptError(
@@ -754,7 +897,9 @@ class SnapshotStore:
     ) -> DataKey:
         if record is not None and record_dek_id(record) == dek_id:
             cached = self.data_keys.get(customer_id)
-            if cached is not None and cached.dek_id == dek_id:
+            # Equal bytes, not only the id: a rotation rewraps the same key, and a
+            # later write must store the rewrapped record.
+            if cached is not None and cached.record == record:
                 return cached
         if record is None:
             raise DecryptError(
@@ -776,7 +921,7 @@ class SnapshotStore:
             self.data_keys.drop(customer_id)
             return
         cached = self.data_keys.get(customer_id)
-        if cached is not None and cached.dek_id == record_dek_id(record):
+        if cached is not None and cached.record == record:
             return
         try:
             self.data_keys.put(
@@ -841,7 +986,8 @@ class SnapshotStore:
             DecryptError: the data key was shredded or replaced, or the payload was
                 altered or belongs to another customer.
         """
-        ((_, record),) = self.read_records([customer_id])
+        ((value, legacy),) = self.read_records([customer_id])
+        record = _record_of(value, legacy)
         data_key = self._data_key_for_read(customer_id, dek_id, record)
         aad = _PAYLOAD_LABEL + purpose + dek_id + customer_id.encode()
         try:
@@ -859,7 +1005,8 @@ class SnapshotStore:
         if cached is not None:
             return cached
         for _attempt in range(3):
-            ((_, record),) = self.read_records([customer_id])
+            ((value, legacy),) = self.read_records([customer_id])
+            record = _record_of(value, legacy)
             if record is not None:
                 data_key = parse_data_key(self.keyring, customer_id, record)
                 self.data_keys.put(customer_id, data_key)
@@ -869,9 +1016,19 @@ class SnapshotStore:
                 self.journal.publish(customer_id, created.record)
                 self.journal.flush()
             try:
-                stored = self.client.set(
-                    data_key_key(customer_id), created.record, nx=True
-                )
+                if value is None:
+                    # A key-only envelope: the customer's first snapshot reuses it.
+                    stored = self.client.set(
+                        snapshot_key(customer_id),
+                        key_only_envelope(created.record),
+                        nx=True,
+                    )
+                else:
+                    # A format 1 value has no data key: add one in the two-key
+                    # layout, which its next write turns into an envelope.
+                    stored = self.client.set(
+                        data_key_key(customer_id), created.record, nx=True
+                    )
             except redis.RedisError as exc:
                 raise StoreUnavailable(
                     f"Redis write failed: {type(exc).__name__}"
