@@ -44,6 +44,7 @@ __all__ = [
     "decompress_plaintext",
     "envelope_record",
     "key_only_envelope",
+    "replace_record",
     "sealed_dek_id",
     "to_envelope",
     "to_reference",
@@ -218,5 +219,34 @@ def to_reference(value: bytes) -> bytes | None:
             value[1:_HEADER_BYTES],
             record_dek_id(record),
             sealed[1:],
+        )
+    )
+
+
+def replace_record(value: bytes, record: bytes) -> bytes:
+    """Return an envelope with its data key record replaced, one generation on.
+
+    Used when the same data key is rewrapped under another keyring key: the sealed
+    snapshot stays as it is.
+
+    Raises:
+        ValueError: ``value`` is not an envelope, or the record is for another key.
+    """
+    current = envelope_record(value)
+    if current is None:
+        raise ValueError("not an envelope")
+    if record_dek_id(record) != record_dek_id(current):
+        raise ValueError("the new record is for another data key")
+    if len(record) > _MAX_RECORD_BYTES:
+        raise ValueError(
+            f"data key record of {len(record)} bytes; at most {_MAX_RECORD_BYTES} fit"
+        )
+    return b"".join(
+        (
+            bytes([ENVELOPE_FORMAT]),
+            _GENERATION.pack(value_generation(value) + 1),
+            bytes([len(record)]),
+            record,
+            value[_record_end(value) :],
         )
     )

@@ -1,10 +1,10 @@
 """Key lifecycle operations over every customer: re-encryption, restore, inventory.
 
-- :func:`reencrypt` rewraps every data key record whose keyring key is not the
-  primary, and moves format 1 values (encrypted under a keyring key directly) to
-  data keys. Snapshots themselves stay as they are: only the 60-byte wrapped keys
-  change, so a rotation costs one small write per customer, and readers never see
-  a value they cannot decrypt.
+- :func:`reencrypt` first moves values of older layouts to envelopes (format 1
+  values, encrypted under a keyring key directly, and format 2 values beside a
+  ``dek:{id}`` record), then rewraps every data key record whose keyring key is not
+  the primary. Sealed snapshots stay as they are: only the wrapped key inside each
+  envelope changes, so readers never see a value they cannot decrypt.
 - :func:`restore_data_keys` puts the data key records back into Redis from the
   ``prefsync.keys`` topic after Redis was rebuilt from the snapshot topic, and
   deletes restored values whose data key was shredded (erased customers).
@@ -32,13 +32,15 @@ from prefsync.datakeys import (
     record_dek_id,
     rewrap_data_key,
 )
-from prefsync.errors import DecryptError, StoreUnavailable
-from prefsync.store import (
-    KEY_PREFIX,
-    LEGACY_VALUE_FORMAT,
-    SnapshotStore,
+from prefsync.envelope import (
+    ENVELOPE_FORMAT,
+    envelope_record,
+    key_only_envelope,
+    replace_record,
     value_dek_id,
 )
+from prefsync.errors import DecryptError, StoreUnavailable
+from prefsync.store import KEY_PREFIX, SnapshotStore, snapshot_key
 
 __all__ = [
     "ReencryptReport",
@@ -52,11 +54,24 @@ __all__ = [
 log = structlog.get_logger()
 
 CHUNK = 500
+# Rounds of re-reading the customers whose value a worker changed meanwhile.
+MAX_REWRAP_ROUNDS = 5
 
 # KEYS[1] = data key record; ARGV[1] = record expected; ARGV[2] = replacement.
 _REPLACE_IF_EQUAL = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[1], ARGV[2])
+return 1
+"""
+
+# KEYS[1] = snapshot key, KEYS[2] = two-key layout record key; ARGV[1] = record
+# expected there; ARGV[2] = key-only envelope with that record. Moves a record that
+# has no value beside it into the snapshot key.
+_MOVE_RECORD = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2])
+redis.call('DEL', KEYS[2])
 return 1
 """
 
@@ -71,6 +86,7 @@ class ReencryptReport:
     changed_meanwhile: int = 0
     unreadable: int = 0
     legacy_values_migrated: int = 0
+    legacy_records_moved: int = 0
 
 
 @dataclass
@@ -114,17 +130,98 @@ def reencrypt(store: SnapshotStore, *, progress: bool = True) -> ReencryptReport
         raise StoreUnavailable("re-encryption needs a store with a key journal")
     report = ReencryptReport()
     client = store.client
+    report.legacy_values_migrated = _migrate_legacy(store, progress)
+    report.legacy_records_moved = _move_legacy_records(store)
     replace = client.register_script(_REPLACE_IF_EQUAL)
-    ids = sorted(customer_ids(client, DATA_KEY_PREFIX))
+    ids = sorted(customer_ids(client, KEY_PREFIX))
     with tqdm(
         total=len(ids), desc="re-encrypting data keys", unit="key", disable=not progress
     ) as bar:
         for chunk in _chunks(ids):
-            _rewrap_chunk(store, replace, chunk, report)
+            _rewrap_envelopes(store, replace, chunk, report)
             bar.update(len(chunk))
-    report.legacy_values_migrated = _migrate_legacy(store, progress)
+    # Records still in the two-key layout: those whose value could not be read.
+    for chunk in _chunks(sorted(customer_ids(client, DATA_KEY_PREFIX))):
+        _rewrap_chunk(store, replace, chunk, report)
     log.info("keys.reencrypted", **report.__dict__)
     return report
+
+
+def _rewrap_envelopes(
+    store: SnapshotStore, replace: object, chunk: list[str], report: ReencryptReport
+) -> None:
+    """Rewrap the record inside each envelope of ``chunk`` that is not under the
+    primary keyring key, and retry those that a worker changed meanwhile."""
+    pending = chunk
+    for round_number in range(MAX_REWRAP_ROUNDS):
+        values = store.client.mget([snapshot_key(cid) for cid in pending])
+        planned = _plan_rewraps(store, pending, values, report, first=round_number == 0)
+        pending = _apply_rewraps(store, replace, planned, report)
+        if not pending:
+            return
+    report.changed_meanwhile += len(pending)
+    log.warning("keys.reencrypt_gave_up", customers=len(pending))
+
+
+def _plan_rewraps(
+    store: SnapshotStore,
+    chunk: list[str],
+    values: list[bytes | None],
+    report: ReencryptReport,
+    *,
+    first: bool,
+) -> list[tuple[str, bytes, bytes]]:
+    """Return ``(customer id, value read, replacement)`` for each envelope to
+    rewrap; the journal has acknowledged every new record on return."""
+    journal = store.journal
+    assert journal is not None
+    planned = []
+    for customer_id, value in zip(chunk, values, strict=True):
+        record = None if value is None else envelope_record(value)
+        if value is None or record is None:
+            continue
+        if first:
+            report.data_keys_seen += 1
+        if _kek_id(record) == store.keyring.primary:
+            if first:
+                report.already_primary += 1
+            continue
+        try:
+            fresh = rewrap_data_key(store.keyring, customer_id, record)
+        except DecryptError as exc:
+            report.unreadable += 1
+            log.error("keys.reencrypt_unreadable", error=str(exc))
+            continue
+        journal.publish(customer_id, fresh)
+        planned.append((customer_id, value, replace_record(value, fresh)))
+    journal.flush()
+    return planned
+
+
+def _apply_rewraps(
+    store: SnapshotStore,
+    replace: object,
+    planned: list[tuple[str, bytes, bytes]],
+    report: ReencryptReport,
+) -> list[str]:
+    """Store each replacement if the value is unchanged; return the customers to
+    read again."""
+    journal = store.journal
+    assert journal is not None
+    retry = []
+    for customer_id, value, replacement in planned:
+        if replace(keys=[snapshot_key(customer_id)], args=[value, replacement]):  # type: ignore[operator]
+            report.rewrapped += 1
+            store.data_keys.drop(customer_id)
+            continue
+        current = store.client.get(snapshot_key(customer_id))
+        if current is not None and value_dek_id(current) == value_dek_id(value):  # type: ignore[arg-type]
+            retry.append(customer_id)
+            continue
+        # The key was shredded meanwhile: withdraw the copy just journaled.
+        journal.tombstone(customer_id, value_dek_id(value) or b"")
+    journal.flush()
+    return retry
 
 
 def _rewrap_chunk(
@@ -174,7 +271,7 @@ def _migrate_legacy(store: SnapshotStore, progress: bool) -> int:
         legacy = [
             cid
             for cid, value in zip(chunk, values, strict=True)
-            if value is not None and value[0] == LEGACY_VALUE_FORMAT
+            if value is not None and value[0] != ENVELOPE_FORMAT
         ]
         if not legacy:
             continue
@@ -189,10 +286,25 @@ def _migrate_legacy(store: SnapshotStore, progress: bool) -> int:
     return migrated
 
 
+def _move_legacy_records(store: SnapshotStore) -> int:
+    """Move ``dek:{id}`` records without a value into key-only envelopes."""
+    move = store.client.register_script(_MOVE_RECORD)
+    moved = 0
+    for chunk in _chunks(sorted(customer_ids(store.client, DATA_KEY_PREFIX))):
+        records = store.client.mget([data_key_key(cid) for cid in chunk])
+        for customer_id, record in zip(chunk, records, strict=True):
+            if record is None:
+                continue
+            keys = [snapshot_key(customer_id), data_key_key(customer_id)]
+            moved += move(keys=keys, args=[record, key_only_envelope(record)])  # type: ignore[operator]
+    return moved
+
+
 def restore_data_keys(
     settings: Settings, store: SnapshotStore, *, progress: bool = True
 ) -> RestoreReport:
-    """Restore ``dek:{id}`` records from the key topic for every value in Redis.
+    """Restore ``dek:{id}`` records from the key topic for every value in Redis
+    that is in the two-key layout; envelopes contain their record already.
 
     A value whose data key has no record in the topic belonged to an erased customer
     (or its key was lost): it can never be decrypted, so it is deleted.
@@ -238,6 +350,15 @@ def _restore_one(
     record: bytes | None,
     report: RestoreReport,
 ) -> None:
+    embedded = envelope_record(value)
+    if embedded is not None:
+        # An envelope contains its record. One whose record the topic no longer
+        # has (a backup from before an erasure) is deleted.
+        if journal_key(customer_id, record_dek_id(embedded)) in journaled:
+            report.already_present += 1
+        elif store.delete_if_unchanged(customer_id, value, record):
+            report.deleted_without_key += 1
+        return
     dek_id = value_dek_id(value)
     if dek_id is None:
         report.legacy_values += 1
@@ -261,8 +382,14 @@ def _restore_one(
 
 
 def count_wrapped(client: redis.Redis) -> Counter[str]:
-    """Count data key records in Redis per keyring key id."""
+    """Count data key records in Redis per keyring key id, in envelopes and in the
+    two-key layout."""
     counts: Counter[str] = Counter()
+    for chunk in _chunks(sorted(customer_ids(client, KEY_PREFIX))):
+        for value in client.mget([snapshot_key(cid) for cid in chunk]):
+            record = None if value is None else envelope_record(value)
+            if record is not None:
+                counts[_kek_id(record)] += 1
     ids = sorted(customer_ids(client, DATA_KEY_PREFIX))
     for chunk in _chunks(ids):
         for record in client.mget([data_key_key(cid) for cid in chunk]):

@@ -421,10 +421,12 @@ class SnapshotStore:
             self.journal.flush()
         results = self._execute_writes(writes, created)
         lost = []
-        for (customer_id, _, _), written in zip(writes, results, strict=True):
+        for (customer_id, _, value), written in zip(writes, results, strict=True):
             new, replaced = self._proposed.pop(customer_id, (None, None))
             floor = self._proposed_floor.pop(customer_id, None)
             if written:
+                # Redis now has an envelope sealed under this value's data key.
+                self._seen[customer_id] = (value_dek_id(value) or b"", None)
                 if new is not None:
                     self._adopt(customer_id, new, replaced, floor)
             else:
