@@ -1,11 +1,11 @@
 """Rebuild: the time `prefsync rebuild` takes to restore Redis from the snapshots.
 
 The scale section leaves its customers in Redis. This copies every stored value to
-the run's snapshot topic, keyed by customer id, as the worker publishes them (the
-exact bytes written to Redis), and every data key record to the key topic, as the
-store journals them, empties the database, and times the rebuild from
-the topic. It then checks that every customer is back and that a sample decrypts to
-the snapshot it had before.
+the run's snapshot topic, keyed by customer id, in the reference form the worker
+publishes (the envelope without its data key record), and every data key record to
+the key topic, as the store journals them, empties the database, and times the
+rebuild from the topic. It then checks that every customer is back and that a
+sample decrypts to the snapshot it had before.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from confluent_kafka import Producer
 from prefsync.bench.env import BenchEnv, BenchError
 from prefsync.datakeys import journal_key, record_dek_id
 from prefsync.domain.snapshot import Snapshot
+from prefsync.envelope import envelope_record, to_reference
 from prefsync.progress import Progress
 from prefsync.store import KEY_PREFIX, SnapshotStore
 
@@ -99,11 +100,13 @@ def _copy_to_topic(env: BenchEnv, store: SnapshotStore) -> tuple[int, list[str]]
                 key.decode()[len(KEY_PREFIX) + 1 : -1]
                 for key in keys[start : start + SCAN_BATCH]
             ]
-            for customer_id, (value, record) in zip(
+            for customer_id, (stored, legacy) in zip(
                 ids, store.read_records(ids), strict=True
             ):
-                if value is None:
+                value = None if stored is None else to_reference(stored)
+                if stored is None or value is None:
                     continue
+                record = envelope_record(stored) or legacy
                 if record is not None:
                     journal = journal_key(customer_id, record_dek_id(record))
                     _produce(producer, topics.keys, journal, record)
