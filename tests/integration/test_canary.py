@@ -23,8 +23,9 @@ import redis
 
 from prefsync.api.pseudonym import Pseudonymizer
 from prefsync.config import Settings, TopicNames
-from prefsync.datakeys import data_key_key
 from prefsync.domain.events import PROFILE_RECORD
+from prefsync.envelope import envelope_record
+from prefsync.store import snapshot_key
 from tests.helpers import (
     CODEC,
     consume_all,
@@ -187,7 +188,7 @@ def test_canaries_never_leak(private_settings: Settings, tmp_path: Path) -> None
     store = build_store(settings)
     assert store.read("K1") is not None
     client = redis.Redis.from_url(settings.redis_url)
-    assert client.get(data_key_key("K1")) is not None
+    assert envelope_record(client.get(snapshot_key("K1"))) is not None
     assert b"message.dead_lettered" in output
     assert _leaks(output, canaries) == []
     assert _leaks(json.dumps(stats.as_dict()).encode() + metrics, canaries) == []

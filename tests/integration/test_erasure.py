@@ -13,9 +13,10 @@ from prefsync.api.ledger import PENDING_INDEX, record_key
 from prefsync.api.pseudonym import Pseudonymizer
 from prefsync.config import Settings
 from prefsync.crypto import Keyring
-from prefsync.datakeys import data_key_key, journal_key, read_compacted, record_dek_id
+from prefsync.datakeys import journal_key, read_compacted, record_dek_id
 from prefsync.domain.events import PROFILE_RECORD
 from prefsync.domain.view import to_view
+from prefsync.envelope import envelope_record, to_reference
 from prefsync.errors import DecryptError
 from prefsync.keyadmin import restore_data_keys
 from prefsync.store import snapshot_key, value_dek_id
@@ -73,7 +74,7 @@ def test_erase_shreds_redis_and_keys(settings: Settings, keyring: Keyring) -> No
     _seed(settings)
     client = redis.Redis.from_url(settings.redis_url)
     old_value = client.get(snapshot_key("E1"))
-    old_record = client.get(data_key_key("E1"))
+    old_record = envelope_record(old_value)
     assert old_value is not None
     assert old_record is not None
 
@@ -87,12 +88,12 @@ def test_erase_shreds_redis_and_keys(settings: Settings, keyring: Keyring) -> No
     assert erased.erased is not None
     assert to_view(erased) is None
     assert to_view(store.read("E2"))["special_instructions"] == "no ice"
-    new_record = client.get(data_key_key("E1"))
+    new_record = envelope_record(client.get(snapshot_key("E1")))
     assert record_dek_id(new_record) != record_dek_id(old_record)
-    # A backup copy of the old value, restored into Redis, fails closed.
-    client.set(snapshot_key("E1"), old_value)
-    with pytest.raises(DecryptError, match="data key mismatch"):
-        build_store(settings).read("E1")
+    # The old value as the snapshot topic carries it fails closed.
+    stale = build_store(settings).unseal("E1", to_reference(old_value))
+    assert isinstance(stale.error, DecryptError)
+    assert "data key mismatch" in str(stale.error)
     journal = read_compacted(settings.kafka_bootstrap, settings.topics.keys)
     assert journal_key("E1", record_dek_id(old_record)) not in journal
     assert journal_key("E1", record_dek_id(new_record)) in journal
@@ -178,14 +179,15 @@ def test_crm_erase_event_shreds(settings: Settings, keyring: Keyring) -> None:
     """An ERASE event from the CRM shreds the data key through the worker."""
     _seed(settings)
     client = redis.Redis.from_url(settings.redis_url)
-    old_record = client.get(data_key_key("E1"))
+    old_record = envelope_record(client.get(snapshot_key("E1")))
     erase = {**profile_event("E1", 3), "event_type": "ERASE"}
     produce_records(settings, [(PROFILE_RECORD, erase)])
 
     run_worker(settings)
 
     assert to_view(build_store(settings).read("E1")) is None
-    assert record_dek_id(client.get(data_key_key("E1"))) != record_dek_id(old_record)
+    new_record = envelope_record(client.get(snapshot_key("E1")))
+    assert record_dek_id(new_record) != record_dek_id(old_record)
     journal = read_compacted(settings.kafka_bootstrap, settings.topics.keys)
     assert journal_key("E1", record_dek_id(old_record)) not in journal
     (record,) = consume_all(settings, settings.topics.erasures, expected=1)

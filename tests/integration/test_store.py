@@ -14,6 +14,7 @@ from prefsync.crypto import Key, Keyring, edit_key_file
 from prefsync.datakeys import data_key_key, read_compacted, record_dek_id
 from prefsync.domain.encoding import encode_snapshot
 from prefsync.domain.snapshot import Change, Snapshot, apply_change
+from prefsync.envelope import envelope_record, to_reference
 from prefsync.errors import DecryptError, KeyUsageExceeded
 from prefsync.store import USAGE_KEY, SnapshotStore, connect, snapshot_key
 from worker.main import build_store
@@ -33,22 +34,28 @@ def _write(store: SnapshotStore, snapshot: Snapshot, generation: int = 0) -> Non
     assert store.write_many([(snapshot, generation)]) == []
 
 
+def _record(client: redis.Redis, customer_id: str) -> bytes | None:
+    """Return the data key record inside a customer's envelope."""
+    return envelope_record(client.get(snapshot_key(customer_id)))
+
+
 def test_round_trip(store: SnapshotStore) -> None:
     """A written snapshot reads back equal, under its own data key."""
     snapshot = _snapshot("S1")
     _write(store, snapshot)
     assert store.read("S1") == snapshot
     client = store.client
-    assert client.get(data_key_key("S1")) is not None
-    assert client.get(snapshot_key("S1"))[0] == 2
+    assert _record(client, "S1") is not None
+    assert client.get(data_key_key("S1")) is None
+    assert client.get(snapshot_key("S1"))[0] == 4
 
 
 def test_customers_get_distinct_data_keys(store: SnapshotStore) -> None:
     """Two customers never share a data key."""
     _write(store, _snapshot("S1"))
     _write(store, _snapshot("S2"))
-    first = store.client.get(data_key_key("S1"))
-    second = store.client.get(data_key_key("S2"))
+    first = _record(store.client, "S1")
+    second = _record(store.client, "S2")
     assert record_dek_id(first) != record_dek_id(second)
 
 
@@ -66,12 +73,12 @@ def test_tampered_value_fails(store: SnapshotStore) -> None:
 
 
 def test_value_moved_to_other_customer_fails(store: SnapshotStore) -> None:
-    """A value and its data key record copied to another customer fail closed."""
+    """An envelope, data key record included, copied to another customer fails
+    closed."""
     _write(store, _snapshot("S1"))
     store.client.set(snapshot_key("S2"), store.client.get(snapshot_key("S1")))
     with pytest.raises(DecryptError):
         store.read("S2")
-    store.client.set(data_key_key("S2"), store.client.get(data_key_key("S1")))
     with pytest.raises(DecryptError):
         SnapshotStore(store.client, store.keyring).read("S2")
 
@@ -79,9 +86,11 @@ def test_value_moved_to_other_customer_fails(store: SnapshotStore) -> None:
 def test_tampered_data_key_record_fails(store: SnapshotStore) -> None:
     """A flipped bit in the wrapped data key fails closed in a fresh reader."""
     _write(store, _snapshot("S1"))
-    record = bytearray(store.client.get(data_key_key("S1")))
-    record[-1] ^= 0x80
-    store.client.set(data_key_key("S1"), bytes(record))
+    value = store.client.get(snapshot_key("S1"))
+    record_end = 10 + value[9]
+    tampered = bytearray(value)
+    tampered[record_end - 1] ^= 0x80
+    store.client.set(snapshot_key("S1"), bytes(tampered))
     with pytest.raises(DecryptError):
         SnapshotStore(store.client, store.keyring).read("S1")
 
@@ -115,9 +124,11 @@ def _material() -> str:
 
 
 def test_data_key_missing_fails(store: SnapshotStore) -> None:
-    """A value whose data key record is gone fails closed and names the fix."""
+    """A reference-form value (no record beside it) fails closed and names the
+    fix."""
     _write(store, _snapshot("S1"))
-    store.client.delete(data_key_key("S1"))
+    reference = to_reference(store.client.get(snapshot_key("S1")))
+    store.client.set(snapshot_key("S1"), reference)
     with pytest.raises(DecryptError, match="prefsync keys restore"):
         SnapshotStore(store.client, store.keyring).read("S1")
 
@@ -148,7 +159,7 @@ def test_data_key_rotated_at_limit(store: SnapshotStore) -> None:
     for generation in range(6):
         apply_change(snapshot, _note_change("S1", generation + 2))
         _write(store, snapshot, generation)
-        ids.append(record_dek_id(store.client.get(data_key_key("S1"))))
+        ids.append(record_dek_id(_record(store.client, "S1")))
     assert ids[0] == ids[2]
     assert ids[3] != ids[2]
     assert ids[3] == ids[5]
@@ -191,7 +202,7 @@ def test_data_keys_journaled(settings: Settings) -> None:
     journal = read_compacted(settings.kafka_bootstrap, settings.topics.keys)
     client = redis.Redis.from_url(settings.redis_url)
     for index in range(3):
-        record = client.get(data_key_key(f"S{index}"))
+        record = _record(client, f"S{index}")
         key = f"S{index}/{record_dek_id(record).hex()}".encode()
         assert journal[key] == record
 
@@ -215,7 +226,8 @@ def test_legacy_value_readable(store: SnapshotStore) -> None:
 
 
 def test_stale_copy_fails_with_warm_cache(store: SnapshotStore) -> None:
-    """A pre-erasure copy fails even in a process that still caches its old key."""
+    """A pre-erasure snapshot topic copy fails even in a process that still caches
+    its old key."""
     snapshot = _snapshot("S1")
     _write(store, snapshot)
     old_value = store.client.get(snapshot_key("S1"))
@@ -225,6 +237,6 @@ def test_stale_copy_fails_with_warm_cache(store: SnapshotStore) -> None:
     erase = Change("S1", (9, 9, 9, 0), erase=True)
     apply_change(stored.snapshot, erase)
     assert other.write_many([(stored.snapshot, stored.generation)]) == []
-    store.client.set(snapshot_key("S1"), old_value)
-    with pytest.raises(DecryptError, match="data key mismatch"):
-        store.read("S1")
+    stale = store.unseal("S1", to_reference(old_value))
+    assert isinstance(stale.error, DecryptError)
+    assert "data key mismatch" in str(stale.error)
