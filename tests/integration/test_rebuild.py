@@ -10,11 +10,13 @@ import pytest
 import redis
 
 from prefsync.config import Settings
+from prefsync.datakeys import KeyJournal, journal_key, read_compacted
 from prefsync.domain.events import PROFILE_RECORD
 from prefsync.domain.snapshot import Change, Snapshot, apply_change
 from prefsync.domain.view import to_view
+from prefsync.envelope import to_envelope, value_dek_id
 from prefsync.rebuild import rebuild
-from prefsync.store import SnapshotStore, watermark_key
+from prefsync.store import SnapshotStore, snapshot_key, watermark_key
 from prefsync.verify import compare_with_expected
 from producers.simulator import CrmSimulator, publish
 from tests.helpers import produce_records, profile_event, run_worker, settings_env
@@ -125,3 +127,51 @@ def test_rebuild_restores_watermarks(settings: Settings, store: SnapshotStore) -
     assert len(stored) == stats.watermarks
     assert second.restores_detected == 0
     assert second.consumed == 0
+
+
+def test_rebuild_copies_topic_bytes(settings: Settings, store: SnapshotStore) -> None:
+    """Where Redis has no value, the rebuild stores the topic value and its key topic
+    record as an envelope, byte for byte, without sealing again."""
+    produce_records(
+        settings,
+        [
+            (PROFILE_RECORD, profile_event(f"B{index}", 1, display_name="Ana"))
+            for index in range(5)
+        ],
+    )
+    run_worker(settings)
+    topic = read_compacted(settings.kafka_bootstrap, settings.topics.snapshots)
+    journal = read_compacted(settings.kafka_bootstrap, settings.topics.keys)
+    client = redis.Redis.from_url(settings.redis_url)
+    client.flushdb()
+
+    stats = rebuild(settings, store, progress=False)
+
+    assert stats.customers_copied == 5
+    assert stats.customers_written == 0
+    for index in range(5):
+        customer_id = f"B{index}"
+        value = topic[customer_id.encode()]
+        record = journal[journal_key(customer_id, value_dek_id(value))]
+        stored = client.get(snapshot_key(customer_id))
+        assert stored == to_envelope(value, record)
+    assert to_view(store.read("B0"))["display_name"] == "Ana"
+
+
+def test_rebuild_skips_shredded_value(settings: Settings, store: SnapshotStore) -> None:
+    """A topic value whose data key record was tombstoned is not restored."""
+    produce_records(
+        settings, [(PROFILE_RECORD, profile_event("D1", 1, display_name="Dan"))]
+    )
+    run_worker(settings)
+    client = redis.Redis.from_url(settings.redis_url)
+    dek_id = value_dek_id(client.get(snapshot_key("D1")))
+    journal = KeyJournal.from_settings(settings)
+    journal.tombstone("D1", dek_id)
+    journal.flush()
+    client.flushdb()
+
+    stats = rebuild(settings, store, progress=False)
+
+    assert stats.shredded_in_topic == 1
+    assert client.get(snapshot_key("D1")) is None
