@@ -33,7 +33,10 @@ _SCRIPTS = "+eval +evalsha +script|load +script|exists"
 ROLES: dict[str, str] = {
     "prefsync-worker": (
         f"{_SNAPSHOT_KEYS} ~prefsync:* {_CONNECT} {_SCRIPTS} "
-        "+get +mget +set +hincrby +hget +hgetall"
+        "+get +mget +set +hincrby +hget +hgetall "
+        # A selector (Redis 7.0+): DEL on two-key layout records only, which a
+        # write deletes when it stores the customer's envelope.
+        "(~dek:{*} +del)"
     ),
     "prefsync-api": (
         f"%R{_SNAPSHOT_KEYS.replace(' ~', ' %R~')} ~txn:* ~txn-pending "

@@ -14,6 +14,7 @@ from prefsync.crypto import Keyring
 from prefsync.domain.events import PROFILE_RECORD
 from prefsync.domain.snapshot import Change, Snapshot, apply_change
 from prefsync.domain.view import to_view
+from prefsync.envelope import envelope_record, to_reference
 from prefsync.errors import StoreUnavailable
 from prefsync.redis_acl import ROLES, render_acl
 from prefsync.store import SnapshotStore, connect
@@ -74,6 +75,24 @@ def test_worker_writes_snapshots(acl_server: RedisServer, keyring: Keyring) -> N
     store = SnapshotStore(_client(acl_server, "prefsync-worker"), keyring)
     assert store.write_many([(_snapshot("C1"), 0)]) == []
     assert store.read("C1") == _snapshot("C1")
+
+
+def test_worker_migrates_two_key_value(
+    acl_server: RedisServer, keyring: Keyring
+) -> None:
+    """The worker user's write of a two-key customer deletes its ``dek:{id}``."""
+    admin = _client(acl_server, "prefsync-admin")
+    SnapshotStore(admin, keyring).write_many([(_snapshot("C1"), 0)])
+    value = admin.get("pref:{C1}")
+    admin.set("pref:{C1}", to_reference(value))
+    admin.set("dek:{C1}", envelope_record(value))
+    store = SnapshotStore(_client(acl_server, "prefsync-worker"), keyring)
+    stored = store.read_many(["C1"])["C1"]
+
+    assert store.write_many([(stored.snapshot, stored.generation)]) == []
+
+    assert admin.get("dek:{C1}") is None
+    assert envelope_record(admin.get("pref:{C1}")) == envelope_record(value)
 
 
 @pytest.mark.parametrize(
@@ -160,7 +179,7 @@ def test_admin_scans_and_deletes(acl_server: RedisServer, keyring: Keyring) -> N
     admin = _client(acl_server, "prefsync-admin")
     SnapshotStore(admin, keyring).write_many([(_snapshot("C1"), 0)])
     assert sorted(admin.scan_iter(match="pref:{*}")) == [b"pref:{C1}"]
-    assert admin.delete("pref:{C1}", "dek:{C1}") == 2
+    assert admin.delete("pref:{C1}", "dek:{C1}") == 1
     for command in (("FLUSHALL",), ("CONFIG", "GET", "*"), ("KEYS", "*")):
         with pytest.raises(redis.exceptions.NoPermissionError):
             admin.execute_command(*command)
