@@ -140,7 +140,8 @@ def reencrypt(store: SnapshotStore, *, progress: bool = True) -> ReencryptReport
         for chunk in _chunks(ids):
             _rewrap_envelopes(store, replace, chunk, report)
             bar.update(len(chunk))
-    # Records still in the two-key layout: those whose value could not be read.
+    # Records still in the two-key layout: those whose value could not be read, or
+    # whose migration lost a race with a worker.
     for chunk in _chunks(sorted(customer_ids(client, DATA_KEY_PREFIX))):
         _rewrap_chunk(store, replace, chunk, report)
     log.info("keys.reencrypted", **report.__dict__)

@@ -24,9 +24,9 @@ wrote them, or the topic has several values for them) are decrypted and joined a
 in step 3. A value whose data key the topic no longer has was shredded by an
 erasure: it is skipped and counted, never restored.
 
-NOTE: the ``SET NX`` path does not check the AES-GCM tag of a topic value; a value
-altered in Kafka is found when the worker or a terminal reads it, and the worker
-then leaves it alone (see docs/privacy.md).
+NOTE: the ``SET NX`` path does not check the AES-GCM tag of a topic value. A value
+altered in Kafka fails when the worker or a terminal reads it, and the worker then
+dead-letters that customer's events instead of overwriting it.
 """
 
 from __future__ import annotations
@@ -338,7 +338,7 @@ def _set_if_missing(
 
     The commands are packed here and sent on one pooled connection, because
     redis-py's pipeline spent about 30 us per command building and parsing them
-    (pyinstrument, 50,000 customers), which alone would take 30 s at 1M customers.
+    (pyinstrument, 50,000 customers), an estimated 30 s at 1M customers.
 
     Raises:
         redis.RedisError: Redis could not be reached, or a command failed.

@@ -326,7 +326,8 @@ class SnapshotStore:
     ) -> list[tuple[bytes | None, bytes | None]]:
         """Return each customer's raw ``(value, dek:{id} record)`` in one round trip.
 
-        The second item is the two-key layout's record, None for envelopes.
+        The second item is the two-key layout's ``dek:{id}`` record, None where there
+        is none, as for every customer whose value is already an envelope.
         """
         try:
             pipe = self.client.pipeline(transaction=False)
