@@ -146,6 +146,8 @@ class Worker:
         # Extra checks of each decoded event; one raising ValidationError
         # dead-letters the message (see prefsync.defaults.enforce).
         self.event_checks: list[Callable[[Message, dict[str, Any]], None]] = []
+        # Called with the message count of every committed batch (progress bars).
+        self.on_committed: Callable[[int], None] | None = None
 
     # ----------------------------------------------------------------------------
     # Lifecycle
@@ -193,15 +195,6 @@ class Worker:
         finally:
             self._shutdown()
         return self.stats
-
-    def process(self, messages: list[Message]) -> None:
-        """Apply one batch and commit its offsets, retrying until done or stopped."""
-        if not self._receive(messages):
-            return
-        while self._pending is not None and not self._stopping:
-            self._advance()
-            if self._pending is not None:
-                time.sleep(max(0.0, self._retry_at - time.monotonic()))
 
     def _next_batch(self) -> list[Message]:
         """Wait up to ``poll_timeout_s`` for one message, then take what is fetched.
@@ -378,6 +371,8 @@ class Worker:
 
     def _finish(self, batch: Batch) -> None:
         self._pending = None
+        if self.on_committed is not None:
+            self.on_committed(len(batch))
         self.stats.batches += 1
         if self.stats.first_batch_at is None:
             self.stats.first_batch_at = batch.started_at
