@@ -1,10 +1,11 @@
 """Offset continuity: notice when the consumer skips messages of a partition.
 
 librdkafka can move a partition's fetch position past a message the application
-never received. Seen here under repeated cooperative rebalances: an offset commit
-fails with ILLEGAL_GENERATION, the worker pauses, and ``Consumer.position()`` is
-already one past the last message ``poll``/``consume`` returned, so the message in
-between is never delivered and its offset is committed with the next batch.
+never received. The fault suite showed it under repeated cooperative rebalances. An
+offset commit failed with ILLEGAL_GENERATION and the worker paused. At that moment
+``Consumer.position()`` was already one past the last message ``poll``/``consume``
+had returned. The message in between never arrived, and the next batch committed
+past it.
 
 The worker therefore checks every message against the offset it expects next on
 that partition: the offset after the last message it accepted, or the committed
@@ -25,7 +26,7 @@ Partition = tuple[str, int]
 
 
 class Verdict(Enum):
-    """What to do with one received message."""
+    """The decision for one received message."""
 
     ACCEPT = "accept"
     SEEK_BACK = "seek_back"
@@ -45,13 +46,13 @@ class Continuity:
 
     def __init__(self) -> None:
         self._expected: dict[Partition, int] = {}
-        # The gap a seek was issued for; the same gap again means it is real.
+        # The gap of the last seek-back. The same gap again means it is real.
         self._seeked: dict[Partition, Gap] = {}
         # Partitions whose remaining messages in the current call are dropped.
         self._dropping: set[Partition] = set()
 
     def start(self, tp: Partition, offset: int | None) -> None:
-        """Expect ``offset`` next on ``tp``; None or a logical offset: accept any."""
+        """Expect ``offset`` next on ``tp``. None or a logical offset accepts any."""
         self._seeked.pop(tp, None)
         if offset is None or offset < 0:
             self._expected.pop(tp, None)
@@ -87,7 +88,7 @@ class Continuity:
                 self._seeked[tp] = gap
                 self._dropping.add(tp)
                 return Verdict.SEEK_BACK, gap
-            # The same gap right after seeking back: those offsets hold no message.
+            # The same gap right after a seek-back: those offsets contain no message.
             self._seeked.pop(tp, None)
             self._expected[tp] = offset + 1
             return Verdict.ACCEPT, gap
