@@ -282,15 +282,8 @@ def _join_chunk(
     journaled: dict[bytes, bytes],
 ) -> None:
     """Store one chunk of topic snapshots: copy where Redis has none, else join."""
-    items: list[tuple[str, bytes, Message]] = []
-    for message in chunk:
-        stats.messages += 1
-        key = message.key()
-        value = message.value()
-        if key is None or value is None:
-            continue
-        items.append((key.decode(errors="replace"), value, message))
-    paired = _pair_data_keys(items, journaled, stats)
+    stats.messages += len(chunk)
+    paired = _pair_data_keys(chunk, journaled, stats)
     repeated = _repeated_customers(paired)
     copies = [item for item in paired if item[0] not in repeated]
     existing = _copy_missing(store, copies)
@@ -412,35 +405,38 @@ def _join_items(
 
 
 def _pair_data_keys(
-    items: list[tuple[str, bytes, Message]],
-    journaled: dict[bytes, bytes],
-    stats: RebuildStats,
+    chunk: list[Message], journaled: dict[bytes, bytes], stats: RebuildStats
 ) -> list[_Paired]:
-    """Pair each value with its data key record from the key topic.
+    """Pair each topic value with its data key record from the key topic.
 
     Values whose record the topic no longer has were shredded by an erasure:
-    dropped.
+    dropped. Tombstones (null values) are skipped.
     """
     kept: list[_Paired] = []
-    for customer_id, value, message in items:
+    legacy_format = bytes([LEGACY_VALUE_FORMAT])
+    for message in chunk:
+        key = message.key()
+        value = message.value()
+        if key is None or value is None:
+            continue
+        customer_id = key.decode(errors="replace")
         dek_id = sealed_dek_id(value)
-        if dek_id is None:
-            if value[:1] != bytes([LEGACY_VALUE_FORMAT]):
-                stats.unreadable_in_topic += 1
-                log.error(
-                    "rebuild.value_unreadable",
-                    partition=message.partition(),
-                    offset=message.offset(),
-                    error="unknown snapshot topic value format",
-                )
-                continue
+        if dek_id is not None:
+            record = journaled.get(journal_key(customer_id, dek_id))
+            if record is None:
+                stats.shredded_in_topic += 1
+            else:
+                kept.append((customer_id, value, message, record))
+        elif value[:1] == legacy_format:
             kept.append((customer_id, value, message, None))
-            continue
-        record = journaled.get(journal_key(customer_id, dek_id))
-        if record is None:
-            stats.shredded_in_topic += 1
-            continue
-        kept.append((customer_id, value, message, record))
+        else:
+            stats.unreadable_in_topic += 1
+            log.error(
+                "rebuild.value_unreadable",
+                partition=message.partition(),
+                offset=message.offset(),
+                error="unknown snapshot topic value format",
+            )
     return kept
 
 
