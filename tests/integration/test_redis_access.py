@@ -15,6 +15,7 @@ from prefsync.domain.events import PROFILE_RECORD
 from prefsync.domain.snapshot import Change, Snapshot, apply_change
 from prefsync.domain.view import to_view
 from prefsync.errors import StoreUnavailable
+from prefsync.keycheck import check_key_name, verify_keyring
 from prefsync.redis_acl import ROLES, render_acl
 from prefsync.store import SnapshotStore, connect
 from tests.helpers import produce_records, profile_event, run_worker
@@ -74,6 +75,17 @@ def test_worker_writes_snapshots(acl_server: RedisServer, keyring: Keyring) -> N
     store = SnapshotStore(_client(acl_server, "prefsync-worker"), keyring)
     assert store.write_many([(_snapshot("C1"), 0)]) == []
     assert store.read("C1") == _snapshot("C1")
+
+
+def test_worker_verifies_keyring(acl_server: RedisServer, keyring: Keyring) -> None:
+    """The worker user can write and verify the key check values."""
+    client = _client(acl_server, "prefsync-worker")
+    SnapshotStore(client, keyring).write_many([(_snapshot("C1"), 0)])
+
+    verify_keyring(client, keyring)
+    verify_keyring(client, keyring)
+
+    assert client.get(check_key_name(keyring.primary)) is not None
 
 
 @pytest.mark.parametrize(
