@@ -16,6 +16,7 @@ only and need no SCAN.
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import redis
@@ -25,13 +26,19 @@ from prefsync.crypto import Keyring
 from prefsync.errors import DecryptError, KeyringMismatch, StoreUnavailable
 from prefsync.store import USAGE_KEY
 
-__all__ = ["CHECK_KEY_PREFIX", "check_key_name", "verify_keyring"]
+__all__ = [
+    "CHECK_KEY_PREFIX",
+    "check_key_name",
+    "verify_keyring",
+    "verify_keyring_when_reachable",
+]
 
 log = structlog.get_logger()
 
 CHECK_KEY_PREFIX = "prefsync:key-check:"
 _CHECK_PLAINTEXT = b"prefsync key check value"
 _CHECK_CONTEXT = b"prefsync-key-check"
+RETRY_FIRST_DELAY_S = 0.1
 _FIX = (
     "restore the key file the data was written with (PREFSYNC_KEY_FILE, "
     "PREFSYNC_KEYS or PREFSYNC_KEY_COMMAND); the worker did not start"
@@ -72,6 +79,36 @@ def verify_keyring(client: Any, keyring: Keyring) -> None:
             "check PREFSYNC_REDIS_URL and start the worker again"
         ) from exc
     log.info("keyring.verified", checked_key_ids=checked, used_key_ids=sorted(used_ids))
+
+
+def verify_keyring_when_reachable(
+    client: Any, keyring: Keyring, *, max_delay_s: float, stop: threading.Event
+) -> bool:
+    """Run :func:`verify_keyring`, retrying with backoff while Redis is unreachable.
+
+    A worker started during a Redis outage waits here, as it would for its first
+    write. Return False when ``stop`` is set before the check could run.
+
+    Raises:
+        KeyringMismatch: the keyring does not match the data in Redis.
+    """
+    attempt = 0
+    while not stop.is_set():
+        try:
+            verify_keyring(client, keyring)
+        except StoreUnavailable as exc:
+            attempt += 1
+            delay_s = min(RETRY_FIRST_DELAY_S * 2 ** (attempt - 1), max_delay_s)
+            log.warning(
+                "keyring.check_retry",
+                attempt=attempt,
+                delay_s=round(delay_s, 2),
+                error=str(exc),
+            )
+            stop.wait(delay_s)
+            continue
+        return True
+    return False
 
 
 def _check_ids(keyring: Keyring, used_ids: set[str]) -> None:

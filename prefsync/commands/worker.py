@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
+import threading
 
 from prefsync.config import Settings
-from prefsync.crypto import load_keyring
+from prefsync.crypto import Keyring, load_keyring
 from prefsync.defaults.enforce import TerminalWritePolicy
 from prefsync.defaults.watcher import DefaultsWatcher
 from prefsync.kafka_admin import ensure_topics
-from prefsync.keycheck import verify_keyring
+from prefsync.keycheck import verify_keyring_when_reachable
 from prefsync.store import connect
 from worker.main import build_worker, start_http
 
@@ -36,7 +38,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     """Consume until stopped and print the final counters as JSON."""
     ensure_topics(settings)
     keyring = load_keyring(settings)
-    verify_keyring(connect(settings.redis_url, cluster=settings.redis_cluster), keyring)
+    if not _check_keyring(settings, keyring):
+        return 0
     worker = build_worker(settings, keyring)
     # Defaults changes reach the running worker through the watcher thread.
     watcher = DefaultsWatcher(settings).start()
@@ -53,3 +56,22 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             server.stop()
     print(json.dumps(stats.as_dict()))
     return 0
+
+
+def _check_keyring(settings: Settings, keyring: Keyring) -> bool:
+    """Verify the keyring against Redis and wait out a Redis outage. Return False
+    when SIGTERM or SIGINT arrived first."""
+    stop = threading.Event()
+    signals = (signal.SIGTERM, signal.SIGINT)
+    previous = {number: signal.getsignal(number) for number in signals}
+    for number in signals:
+        signal.signal(number, lambda _number, _frame: stop.set())
+    try:
+        client = connect(settings.redis_url, cluster=settings.redis_cluster)
+        verified = verify_keyring_when_reachable(
+            client, keyring, max_delay_s=settings.redis_retry_max_delay_s, stop=stop
+        )
+        return verified and not stop.is_set()
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)

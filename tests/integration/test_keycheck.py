@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,7 @@ from prefsync.errors import KeyringMismatch
 from prefsync.keycheck import check_key_name, verify_keyring
 from prefsync.store import SnapshotStore, connect
 from tests.helpers import profile_event, settings_env
+from tests.redis_server import start_redis
 
 pytestmark = pytest.mark.integration
 
@@ -110,3 +113,34 @@ def test_worker_command_refuses(
 
     assert result.returncode == 2
     assert "restore the key file the data was written with" in result.stderr
+
+
+def test_worker_waits_for_redis(
+    settings: Settings, keyring: Keyring, tmp_path: Path
+) -> None:
+    """``prefsync worker`` started while Redis is down retries the check, and
+    SIGTERM then stops it with status 0."""
+    server = start_redis(tmp_path)
+    local = dataclasses.replace(settings, redis_url=server.url())
+    server.stop()
+    log_path = tmp_path / "worker.log"
+    with log_path.open("w") as log_file:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "prefsync.cli", "worker"],
+            env=settings_env(local),
+            stdout=subprocess.DEVNULL,
+            stderr=log_file,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while "keyring.check_retry" not in log_path.read_text():
+                assert worker.poll() is None, log_path.read_text()[-3000:]
+                assert time.monotonic() < deadline, "no retry logged"
+                time.sleep(0.2)
+            worker.send_signal(signal.SIGTERM)
+            status = worker.wait(60)
+        finally:
+            if worker.poll() is None:
+                worker.kill()
+                worker.wait(10)
+    assert status == 0, log_path.read_text()[-3000:]

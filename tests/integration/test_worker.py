@@ -7,9 +7,11 @@ import json
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -30,6 +32,7 @@ from tests.helpers import (
     settings_env,
 )
 from tests.redis_server import start_redis
+from worker.main import build_worker
 
 pytestmark = pytest.mark.integration
 
@@ -242,3 +245,39 @@ def test_sigterm_during_redis_outage(settings: Settings, tmp_path: Path) -> None
             server.stop()
     assert status == 0, log_path.read_text()[-3000:]
     assert _committed_total(local) == 1
+
+
+def test_events_per_s_leaves_out_idle(settings: Settings) -> None:
+    """events_per_s divides by the time spent on batches, not by the idle polls
+    between two bursts, which return only partition ends."""
+    burst = 3
+    committed: list[int] = []
+    worker = build_worker(settings)
+    worker.on_committed = committed.append
+    produce_records(settings, _burst("I", burst))
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        _wait_for(lambda: sum(committed) == burst and worker.stats.busy_s > 0)
+        time.sleep(0.1)  # lets the batch's bookkeeping after the callback finish
+        idle_from = time.monotonic()
+        time.sleep(1.5)
+        idle_to = time.monotonic()
+        produce_records(settings, _burst("J", burst))
+        _wait_for(lambda: sum(committed) == 2 * burst)
+    finally:
+        worker.stop()
+        thread.join(60)
+
+    stats = worker.stats
+    assert stats.first_batch_at is not None
+    assert stats.last_batch_at is not None
+    active_s = stats.last_batch_at - stats.first_batch_at - (idle_to - idle_from)
+    assert stats.as_dict()["events_per_s"] >= round(stats.consumed / active_s, 1)
+
+
+def _burst(prefix: str, count: int) -> list[tuple[str, dict[str, Any]]]:
+    return [
+        (PROFILE_RECORD, profile_event(f"{prefix}{i}", 1, special_instructions="x"))
+        for i in range(count)
+    ]
