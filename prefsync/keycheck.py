@@ -25,6 +25,7 @@ import structlog
 from prefsync.crypto import Keyring
 from prefsync.errors import DecryptError, KeyringMismatch, StoreUnavailable
 from prefsync.store import USAGE_KEY
+from worker.loop import RETRY_FIRST_DELAY_S
 
 __all__ = [
     "CHECK_KEY_PREFIX",
@@ -38,7 +39,6 @@ log = structlog.get_logger()
 CHECK_KEY_PREFIX = "prefsync:key-check:"
 _CHECK_PLAINTEXT = b"prefsync key check value"
 _CHECK_CONTEXT = b"prefsync-key-check"
-RETRY_FIRST_DELAY_S = 0.1
 _FIX = (
     "restore the key file the data was written with (PREFSYNC_KEY_FILE, "
     "PREFSYNC_KEYS or PREFSYNC_KEY_COMMAND); the worker did not start"
