@@ -117,7 +117,7 @@ def _numbered(items: list[Item]) -> tuple[Item, ...]:
     for item in ordered:
         rule_id = item.rule_id
         count = counts[rule_id] = counts.get(rule_id, 0) + 1
-        # Item is frozen; object.__setattr__ is how its own __init__ sets fields.
+        # Item is frozen, so the id is set the way its own __init__ sets fields.
         object.__setattr__(item, "item_id", f"{rule_id}#{count}")
     return tuple(ordered)
 

@@ -76,9 +76,9 @@ class Policy:
     region: str | None = None
     origins: Mapping[str, str] = field(default_factory=dict)
     chain: tuple[str, ...] = ()
-    # Answers of origin() by path and of categories_for() by channel. The policy is
-    # immutable and the rules ask the same few on every lookup, so each is computed
-    # once per policy.
+    # Results of origin() by path and of categories_for() by channel. The policy is
+    # immutable and the rules request the same few on every lookup, so each is
+    # computed once per policy.
     _origin_cache: dict[str, str] = field(
         default_factory=dict, init=False, compare=False, repr=False
     )
@@ -122,7 +122,7 @@ class Policy:
         return category in self.categories_for(channel)
 
     def categories_for(self, channel: str) -> frozenset[str]:
-        """Return the rule categories that apply to ``channel``, ``allergy`` always."""
+        """Return the rule categories that apply to ``channel``, allergy included."""
         categories = self._categories_cache.get(channel)
         if categories is None:
             configured = self.channel_categories.get(channel, frozenset())
