@@ -53,6 +53,7 @@ from prefsync.store import SnapshotStore
 from producers.dead_letter import DeadLetterProducer
 from producers.snapshots import SnapshotPublisher
 from worker.batch import Batch, Partition, Stage, decode_message
+from worker.continuity import Continuity, Verdict
 from worker.metrics import WorkerMetrics
 from worker.watermarks import WatermarkTracker
 
@@ -139,11 +140,14 @@ class Worker:
         self._paused: set[Partition] = set()
         self._paused_since: float | None = None
         self._watermarks = WatermarkTracker()
+        self._continuity = Continuity()
         self._check_watermarks_at = 0.0
         self._lag_at = 0.0
         # Extra checks of each decoded event; one raising ValidationError
         # dead-letters the message (see prefsync.defaults.enforce).
         self.event_checks: list[Callable[[Message, dict[str, Any]], None]] = []
+        # Called with the message count of every committed batch (progress bars).
+        self.on_committed: Callable[[int], None] | None = None
 
     # ----------------------------------------------------------------------------
     # Lifecycle
@@ -191,15 +195,6 @@ class Worker:
         finally:
             self._shutdown()
         return self.stats
-
-    def process(self, messages: list[Message]) -> None:
-        """Apply one batch and commit its offsets, retrying until done or stopped."""
-        if not self._receive(messages):
-            return
-        while self._pending is not None and not self._stopping:
-            self._advance()
-            if self._pending is not None:
-                time.sleep(max(0.0, self._retry_at - time.monotonic()))
 
     def _next_batch(self) -> list[Message]:
         """Wait up to ``poll_timeout_s`` for one message, then take what is fetched.
@@ -281,6 +276,7 @@ class Worker:
         # Counted per topic and added once per call: a labelled Prometheus counter
         # per message was 5% of the worker's time in a py-spy profile.
         consumed_by_topic: dict[str, int] = {}
+        self._continuity.begin()
         for message in messages:
             error = message.error()
             tp = (message.topic(), message.partition())
@@ -290,6 +286,8 @@ class Worker:
                 else:
                     log.error("consume.error", error=error.str())
                     self.metrics.errors.labels("consume").inc()
+                continue
+            if not self._continuous(tp, message.offset()):
                 continue
             self._at_end.discard(tp)
             self.stats.consumed += 1
@@ -306,6 +304,32 @@ class Worker:
         for topic, count in consumed_by_topic.items():
             self.metrics.consumed.labels(topic).inc(count)
         return received
+
+    def _continuous(self, tp: Partition, offset: int) -> bool:
+        """Return whether to take the message at ``offset``; seek back on a gap."""
+        verdict, gap = self._continuity.check(tp, offset)
+        if verdict is Verdict.DROP:
+            return False
+        if gap is None:
+            return True
+        fields = {
+            "topic": tp[0],
+            "partition": tp[1],
+            "expected_offset": gap.expected,
+            "received_offset": gap.received,
+        }
+        if verdict is Verdict.ACCEPT:
+            log.info("consume.gap_confirmed", **fields)
+            return True
+        log.warning("consume.gap_detected", **fields)
+        self.metrics.gaps.inc()
+        try:
+            self.consumer.seek(TopicPartition(tp[0], tp[1], gap.expected))
+        except KafkaException as exc:
+            # The next message of the partition shows the gap again and retries.
+            log.warning("consumer.seek_failed", error=str(exc), **fields)
+            self.metrics.errors.labels("kafka_seek").inc()
+        return False
 
     def _serve_pending(self) -> None:
         """Retry the pending batch when due, and keep the group membership alive."""
@@ -341,19 +365,14 @@ class Worker:
             self._hold("kafka_publish", exc)
             return
         except KafkaException as exc:
-            # TODO: the long rebalance fault run lost single messages (35 of 154,221)
-            # after a synchronous commit here failed with ILLEGAL_GENERATION during a
-            # rebalance: the surviving worker paused, committed on retry, resumed,
-            # and its next batch began one offset past the last one received, on
-            # every paused partition. Seeking to the next expected offset before
-            # resume did not help, nor did a plain consume() in _next_batch; it did
-            # not happen before the data-key and poll-loop merges. Cause not found.
             self._hold("kafka_commit", exc)
             return
         self._finish(batch)
 
     def _finish(self, batch: Batch) -> None:
         self._pending = None
+        if self.on_committed is not None:
+            self.on_committed(len(batch))
         self.stats.batches += 1
         if self.stats.first_batch_at is None:
             self.stats.first_batch_at = batch.started_at
@@ -582,6 +601,7 @@ class Worker:
         )
         offset = OFFSET_BEGINNING if stored is None else stored
         self.consumer.seek(TopicPartition(tp[0], tp[1], offset))
+        self._continuity.start(tp, stored)
         self._watermarks.wrote(tp, stored)
 
     def _periodic_tasks(self) -> None:
@@ -672,6 +692,7 @@ class Worker:
             return {}
         for p in committed:
             self._watermarks.assigned((p.topic, p.partition), p.offset)
+            self._continuity.start((p.topic, p.partition), p.offset)
         required = {
             (p.topic, p.partition): p.offset for p in committed if p.offset >= 0
         }
@@ -698,6 +719,7 @@ class Worker:
                     detected_by="assignment",
                 )
                 starts[tp] = OFFSET_BEGINNING if value is None else value
+                self._continuity.start(tp, value)
                 self._watermarks.wrote(tp, value)
         return starts
 
@@ -732,6 +754,7 @@ class Worker:
             self._pending = remaining if len(remaining) else None
         for tp in partitions:
             self._watermarks.revoked(tp)
+            self._continuity.forget(tp)
             with contextlib.suppress(KeyError):
                 self.metrics.lag.remove(tp[0], str(tp[1]))
         self.assignment.difference_update(partitions)

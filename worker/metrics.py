@@ -74,6 +74,12 @@ class WorkerMetrics:
             "Partitions replayed because Redis had lost data or was restored",
             registry=r,
         )
+        self.gaps = Counter(
+            "prefsync_worker_offset_gaps",
+            "Messages that arrived past the expected offset, so the partition "
+            "was read again from the expected one",
+            registry=r,
+        )
         self.commits = Counter(
             "prefsync_worker_commits",
             "Synchronous offset commits that succeeded",

@@ -19,8 +19,6 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass
 
-from confluent_kafka import Message
-
 from consumers.kafka import create_consumer
 from prefsync.bench.env import BenchEnv, BenchError, state_digest
 from prefsync.codec import WireCodec
@@ -159,16 +157,10 @@ def worker_phase(env: BenchEnv, expected: int, customer_ids: list[str]) -> Phase
     """
     env.flush()
     worker = build_worker(env.with_group("worker"), env.keyring)
-    process = worker.process
     with Progress(
         "bench.worker", expected, unit="event", enabled=env.progress
     ) as progress:
-
-        def process_with_progress(messages: list[Message]) -> None:
-            process(messages)
-            progress.advance(len(messages))
-
-        worker.process = process_with_progress  # type: ignore[method-assign]
+        worker.on_committed = progress.advance
         stats = worker.run(until_caught_up=True, idle_exit_s=WORKER_IDLE_EXIT_S)
     if stats.consumed < expected:
         raise BenchError(

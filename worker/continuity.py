@@ -1,0 +1,98 @@
+"""Offset continuity: notice when the consumer skips messages of a partition.
+
+librdkafka can move a partition's fetch position past a message the application
+never received. The fault suite showed it under repeated cooperative rebalances. An
+offset commit failed with ILLEGAL_GENERATION and the worker paused. At that moment
+``Consumer.position()`` was already one past the last message ``poll``/``consume``
+had returned. The message in between never arrived, and the next batch committed
+past it.
+
+The worker therefore checks every message against the offset it expects next on
+that partition: the offset after the last message it accepted, or the committed
+offset it started from. A message beyond that is a gap. The worker drops it, seeks
+back to the expected offset and reads again. Offsets can be missing for good reasons
+too (transaction markers, aborted transactions, compaction): when the same gap comes
+back right after such a seek, it is real and the message is accepted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+__all__ = ["Continuity", "Gap", "Verdict"]
+
+Partition = tuple[str, int]
+
+
+class Verdict(Enum):
+    """The decision for one received message."""
+
+    ACCEPT = "accept"
+    SEEK_BACK = "seek_back"
+    DROP = "drop"
+
+
+@dataclass(frozen=True)
+class Gap:
+    """Offsets between ``expected`` and ``received`` were not delivered."""
+
+    expected: int
+    received: int
+
+
+class Continuity:
+    """The next offset each assigned partition should deliver, and open gaps."""
+
+    def __init__(self) -> None:
+        self._expected: dict[Partition, int] = {}
+        # The gap of the last seek-back. The same gap again means it is real.
+        self._seeked: dict[Partition, Gap] = {}
+        # Partitions whose remaining messages in the current call are dropped.
+        self._dropping: set[Partition] = set()
+
+    def start(self, tp: Partition, offset: int | None) -> None:
+        """Expect ``offset`` next on ``tp``. None or a logical offset accepts any."""
+        self._seeked.pop(tp, None)
+        if offset is None or offset < 0:
+            self._expected.pop(tp, None)
+        else:
+            self._expected[tp] = offset
+
+    def forget(self, tp: Partition) -> None:
+        """Stop tracking a partition this worker no longer owns."""
+        self._expected.pop(tp, None)
+        self._seeked.pop(tp, None)
+        self._dropping.discard(tp)
+
+    def expected(self, tp: Partition) -> int | None:
+        """Return the offset expected next on ``tp``, if known."""
+        return self._expected.get(tp)
+
+    def begin(self) -> None:
+        """Start judging the messages of one ``poll``/``consume`` result."""
+        self._dropping.clear()
+
+    def check(self, tp: Partition, offset: int) -> tuple[Verdict, Gap | None]:
+        """Judge one message of the current result, in the order received.
+
+        SEEK_BACK: the caller seeks ``tp`` to ``gap.expected`` and drops the message.
+        DROP: a seek for ``tp`` is under way; the message comes again after it.
+        """
+        if tp in self._dropping:
+            return Verdict.DROP, None
+        expected = self._expected.get(tp)
+        if expected is not None and offset > expected:
+            gap = Gap(expected, offset)
+            if self._seeked.get(tp) != gap:
+                self._seeked[tp] = gap
+                self._dropping.add(tp)
+                return Verdict.SEEK_BACK, gap
+            # The same gap right after a seek-back: those offsets contain no message.
+            self._seeked.pop(tp, None)
+            self._expected[tp] = offset + 1
+            return Verdict.ACCEPT, gap
+        self._seeked.pop(tp, None)
+        if expected is None or offset + 1 > expected:
+            self._expected[tp] = offset + 1
+        return Verdict.ACCEPT, None
