@@ -77,8 +77,8 @@ class Policy:
     origins: Mapping[str, str] = field(default_factory=dict)
     chain: tuple[str, ...] = ()
     # Results of origin() by path and of categories_for() by channel. The policy is
-    # immutable and the rules request the same few on every lookup, so each is
-    # computed once per policy.
+    # immutable and the rules request the same few on every lookup, so each is kept
+    # after its first computation. Threads that race compute the same value.
     _origin_cache: dict[str, str] = field(
         default_factory=dict, init=False, compare=False, repr=False
     )
