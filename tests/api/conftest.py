@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 
 from prefsync.api.app import create_app
 from prefsync.api.server import BackgroundServer
@@ -118,6 +119,9 @@ def shared_api(
         api_rate_per_s=10_000,
         api_rate_burst=10_000,
     )
+    # A customer left by an earlier test is sealed under another key, so reading it
+    # here fails authentication (500) instead of finding no customer.
+    redis.Redis.from_url(module_settings.redis_url).flushdb()
     ensure_topics(module_settings)
     running = start_api(module_settings, Keyring.load(folder / "keys.json"))
     yield running
