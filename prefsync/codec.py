@@ -5,8 +5,11 @@ A frame is the magic byte 0, a 4-byte big-endian schema id, then the Avro body.
 Schema ids resolve through a local catalogue, ``schemas/registry.json``, which maps each
 id to an ``.avsc`` file. When ``PREFSYNC_SCHEMA_REGISTRY_URL`` is set, ids missing from
 the catalogue are fetched from that Schema Registry (``GET /schemas/ids/{id}``) and
-cached. Readers always decode into the newest local schema of the same record name, so
-old and new writers coexist.
+cached. A failed fetch is cached too, for ``REGISTRY_FAILURE_TTL_S``. An id the
+registry rejected fails at once for that long. After a timeout or connection error,
+every id missing locally does, so a slow or unreachable registry costs one timeout
+per interval instead of one per message. Readers always decode into the newest local
+schema of the same record name, so old and new writers coexist.
 
 Logical types are removed from every schema before parsing: timestamps stay epoch
 milliseconds and dates stay epoch days, which is what the domain code expects and avoids
@@ -19,11 +22,14 @@ import io
 import json
 import os
 import struct
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import fastavro
 import httpx
+import structlog
 from fastavro.read import SchemaResolutionError
 from fastavro.types import Schema
 
@@ -31,13 +37,28 @@ from prefsync.domain.cards import forbidden_card_fields
 from prefsync.domain.events import INVALID_SYMBOL_PREFIX
 from prefsync.errors import ConfigError, DecodeError
 
-__all__ = ["SCHEMA_DIR", "SchemaCatalog", "WireCodec", "strip_logical_types"]
+__all__ = [
+    "REGISTRY_FAILURE_TTL_S",
+    "REGISTRY_TIMEOUT_S",
+    "SCHEMA_DIR",
+    "SchemaCatalog",
+    "WireCodec",
+    "strip_logical_types",
+]
+
+log = structlog.get_logger()
 
 MAGIC_BYTE = 0
 # Single-byte zigzag varints cover -64 to 63, so 64 sentinels catch every one-byte
 # negative enum index.
 _ENUM_SENTINELS = 64
 HEADER_BYTES = 5
+# Seconds one Schema Registry request may take.
+REGISTRY_TIMEOUT_S = 5.0
+# Seconds a failed Schema Registry fetch is remembered before the registry is asked
+# again: long enough that a batch of messages with a bad id pays one timeout, short
+# enough that a registry back from an outage is used within half a minute.
+REGISTRY_FAILURE_TTL_S = 30.0
 _HEADER = struct.Struct(">bI")
 SCHEMA_DIR = Path(
     os.environ.get(
@@ -102,8 +123,23 @@ def _resolution_error(schema_id: int, exc: SchemaResolutionError) -> DecodeError
 class SchemaCatalog:
     """Schemas by id, from the local catalogue and optionally a Schema Registry."""
 
-    def __init__(self, schema_dir: Path = SCHEMA_DIR, registry_url: str | None = None):
+    def __init__(
+        self,
+        schema_dir: Path = SCHEMA_DIR,
+        registry_url: str | None = None,
+        *,
+        registry_timeout_s: float = REGISTRY_TIMEOUT_S,
+        failure_ttl_s: float = REGISTRY_FAILURE_TTL_S,
+        clock_s: Callable[[], float] = time.monotonic,
+    ):
         self._registry_url = registry_url.rstrip("/") if registry_url else None
+        self._registry_timeout_s = registry_timeout_s
+        self._failure_ttl_s = failure_ttl_s
+        self._clock_s = clock_s
+        # Failed fetches by schema id, and the registry-wide failure after a timeout
+        # or connection error, each with the clock time it expires at.
+        self._failed_ids: dict[int, tuple[float, DecodeError]] = {}
+        self._registry_failure: tuple[float, DecodeError] | None = None
         self._by_id: dict[int, tuple[str, Schema]] = {}
         self.latest_id: dict[str, int] = {}
         catalogue_path = schema_dir / "registry.json"
@@ -159,16 +195,52 @@ class SchemaCatalog:
                 error_class="unknown_schema_id",
                 schema_id=schema_id,
             )
-        return self._fetch(schema_id)
+        cached = self._cached_failure(schema_id)
+        if cached is not None:
+            raise cached
+        try:
+            return self._fetch(schema_id)
+        except DecodeError as exc:
+            expires_at = self._clock_s() + self._failure_ttl_s
+            if exc.error_class == "schema_registry_unavailable":
+                self._registry_failure = (expires_at, exc)
+            else:
+                self._failed_ids[schema_id] = (expires_at, exc)
+            log.warning(
+                "schema_registry.fetch_failed",
+                schema_id=schema_id,
+                error_class=exc.error_class,
+                retry_after_s=self._failure_ttl_s,
+            )
+            raise
+
+    def _cached_failure(self, schema_id: int) -> DecodeError | None:
+        """Return a copy of the remembered failure for ``schema_id``, if unexpired."""
+        now = self._clock_s()
+        for entry in (self._registry_failure, self._failed_ids.get(schema_id)):
+            if entry is None or entry[0] <= now:
+                continue
+            failure = entry[1]
+            copy = DecodeError(
+                f"schema id {schema_id} not fetched: the schema registry failed less "
+                f"than {self._failure_ttl_s:g} s ago ({failure})",
+                error_class=failure.error_class,
+                schema_id=schema_id,
+            )
+            copy.__cause__ = failure
+            return copy
+        return None
 
     def _fetch(self, schema_id: int) -> tuple[str, Schema]:
         try:
             response = httpx.get(
-                f"{self._registry_url}/schemas/ids/{schema_id}", timeout=5
+                f"{self._registry_url}/schemas/ids/{schema_id}",
+                timeout=self._registry_timeout_s,
             )
         except httpx.HTTPError as exc:
             raise DecodeError(
-                f"schema registry unreachable while resolving schema id {schema_id}",
+                f"schema registry unreachable while resolving schema id {schema_id}: "
+                f"{type(exc).__name__}; check PREFSYNC_SCHEMA_REGISTRY_URL",
                 error_class="schema_registry_unavailable",
                 schema_id=schema_id,
             ) from exc

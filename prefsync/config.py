@@ -52,6 +52,8 @@ class Settings:
     poll_timeout_s: float = 0.5
     redis_retry_max_delay_s: float = 5.0
     max_message_bytes: int = 64 * 1024
+    max_crm_version: int = 2**53 - 1
+    max_future_skew_ms: int = 24 * 3600 * 1000
     schema_registry_url: str | None = None
     key_file: Path | None = None
     key_warn_at: int = 2**28
@@ -148,6 +150,9 @@ _BOUNDS: dict[str, tuple[float, float]] = {
     "poll_timeout_s": (0.001, 60),
     "redis_retry_max_delay_s": (0.01, 300),
     "max_message_bytes": (1_024, 16 * 1024 * 1024),
+    # Below the largest Avro long, which `prefsync erase` uses to retire an id.
+    "max_crm_version": (1, 2**63 - 2),
+    "max_future_skew_ms": (0, 366 * 24 * 3600 * 1000),
     "api_port": (0, 65_535),
     "worker_http_port": (0, 65_535),
     "readiness_max_pause_s": (0.1, 86_400),

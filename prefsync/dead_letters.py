@@ -36,7 +36,7 @@ from prefsync.codec import SchemaCatalog, WireCodec
 from prefsync.config import Settings
 from prefsync.errors import DecodeError, DecryptError, PrefsyncError, StackError
 from producers.dead_letter import TRUNCATED_HEADER, open_dead_letter
-from worker.batch import decode_message
+from worker.batch import StampBounds, decode_message
 from worker.main import build_store
 
 __all__ = ["ReplayStats", "configure_parser", "replay", "run", "summarize"]
@@ -144,7 +144,7 @@ def _skip_reason(
     if headers.get("prefsync.origin.topic") not in settings.topics.inputs():
         return "origin_not_an_input_topic"
     try:
-        decode_message(codec, message)
+        decode_message(codec, message, [StampBounds.from_settings(settings)])
     except DecodeError as exc:
         return f"still_failing:{exc.error_class}"
     return None

@@ -44,13 +44,16 @@ from prefsync.domain.snapshot import Change, Snapshot, Stamp, apply_change
 from prefsync.errors import ErasureError, StoreUnavailable
 from prefsync.store import SnapshotStore
 
-__all__ = ["ErasureResult", "erase_customer"]
+__all__ = ["ERASURE_HEADER", "ErasureResult", "erase_customer"]
 
 log = structlog.get_logger()
 
 MAX_ATTEMPTS = 10
 # The largest Avro long: a floor at this CRM version ignores every later event.
 RETIRE_ID_VERSION = 2**63 - 1
+# Header of the ERASE event this module publishes. The worker accepts a CRM version
+# above PREFSYNC_MAX_CRM_VERSION only on a message with this header.
+ERASURE_HEADER = "prefsync.erasure"
 
 
 @dataclass(frozen=True)
@@ -176,7 +179,12 @@ def _publish(
         "event_type": "ERASE",
     }
     codec = WireCodec(SchemaCatalog())
-    producer.produce(settings.topics.profile, codec.encode(PROFILE_RECORD, event), key)
+    producer.produce(
+        settings.topics.profile,
+        codec.encode(PROFILE_RECORD, event),
+        key,
+        headers=[(ERASURE_HEADER, b"1")],
+    )
     remaining = producer.flush(30)
     if remaining:
         raise StoreUnavailable(

@@ -8,6 +8,7 @@ __all__ = [
     "DecryptError",
     "ErasureError",
     "KeyUsageExceeded",
+    "KeyringMismatch",
     "PrefsyncError",
     "StackError",
     "StoreUnavailable",
@@ -21,6 +22,11 @@ class PrefsyncError(Exception):
 
 class ConfigError(PrefsyncError):
     """A setting is missing or invalid."""
+
+
+class KeyringMismatch(ConfigError):
+    """The configured keyring does not match the data in Redis, e.g. a valid key
+    file with other keys."""
 
 
 class StackError(PrefsyncError):

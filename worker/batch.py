@@ -18,11 +18,13 @@ from typing import Any
 from confluent_kafka import Message
 
 from prefsync.codec import WireCodec
+from prefsync.config import Settings
 from prefsync.domain.events import to_change
 from prefsync.domain.snapshot import Change
+from prefsync.erasure import ERASURE_HEADER
 from prefsync.errors import DecodeError, ValidationError
 
-__all__ = ["Batch", "Stage", "decode_message"]
+__all__ = ["Batch", "Stage", "StampBounds", "check_key", "decode_message"]
 
 Partition = tuple[str, int]
 
@@ -47,27 +49,94 @@ def decode_message(
 
     Raises:
         DecodeError: the message cannot be decoded or breaks a rule (a subclass,
-            ValidationError, for rule violations and a key that differs from the
-            customer id).
+            ValidationError, for rule violations and a key that is missing or
+            differs from the customer id).
     """
     schema_id, record_name, record = codec.decode(message.value())
     try:
         change = to_change(record_name, record)
         for check in checks:
             check(message, record)
-        key = message.key()
-        if key is not None and key.decode(errors="replace") != change.customer_id:
-            raise ValidationError(
-                "message key differs from customer_id: key messages by customer id "
-                "so one customer's events share a partition",
-                error_class="key_mismatch",
-            )
+        check_key(message.key(), change.customer_id)
     except DecodeError as exc:
         # The domain rules do not see the frame; the dead letter names its schema.
         if exc.schema_id is None:
             exc.schema_id = schema_id
         raise
     return change
+
+
+def check_key(key: bytes | None, customer_id: str) -> None:
+    """Check that a message's Kafka key is its record's customer id in UTF-8.
+
+    Producers key input events by customer id, so Kafka's partitioner puts one
+    customer's events on one partition, which one worker consumes in order. A null
+    key is spread over partitions by the producer's partitioner instead.
+
+    Raises:
+        ValidationError: the key is null (``key_missing``) or another value
+            (``key_mismatch``). The message leaves out the key, which is
+            personal data.
+    """
+    if key is None:
+        raise ValidationError(
+            "message key is missing (null): set the key to the record's customer_id "
+            "in UTF-8 so one customer's events share a partition",
+            error_class="key_missing",
+        )
+    if key != customer_id.encode():
+        raise ValidationError(
+            "message key differs from customer_id: set the key to the record's "
+            "customer_id in UTF-8 so one customer's events share a partition",
+            error_class="key_mismatch",
+        )
+
+
+@dataclass(frozen=True)
+class StampBounds:
+    """Upper bounds on an event's ``crm_version`` and ``occurred_at``, as a check
+    for :func:`decode_message`.
+
+    An event stamped too high would win every later merge: an ERASE at the largest
+    long blocks its customer forever. ``prefsync erase`` does that on purpose to
+    retire an id, so a message with the erasure header may exceed
+    ``max_crm_version``.
+    """
+
+    max_crm_version: int
+    max_future_skew_ms: int
+    clock_ms: Callable[[], int] = field(default=lambda: time.time_ns() // 1_000_000)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> StampBounds:
+        """Create the bounds of ``PREFSYNC_MAX_CRM_VERSION`` and
+        ``PREFSYNC_MAX_FUTURE_SKEW_MS``."""
+        return cls(settings.max_crm_version, settings.max_future_skew_ms)
+
+    def __call__(self, message: Message, record: dict[str, Any]) -> None:
+        """Raise ValidationError when the record's stamp exceeds a bound."""
+        version = record["crm_version"]
+        if version > self.max_crm_version and not _has_erasure_header(message):
+            raise ValidationError(
+                f"invalid crm_version {version}: the limit is {self.max_crm_version} "
+                "(PREFSYNC_MAX_CRM_VERSION); send the CRM's revision counter, not a "
+                "sentinel such as the largest long",
+                error_class="crm_version_too_large",
+            )
+        latest_ms = self.clock_ms() + self.max_future_skew_ms
+        occurred_at_ms = record["occurred_at"]
+        if occurred_at_ms > latest_ms:
+            raise ValidationError(
+                f"invalid occurred_at {occurred_at_ms}: more than "
+                f"{self.max_future_skew_ms} ms ahead of this worker's clock "
+                "(PREFSYNC_MAX_FUTURE_SKEW_MS); send epoch milliseconds and check "
+                "the producer's clock",
+                error_class="occurred_at_in_future",
+            )
+
+
+def _has_erasure_header(message: Message) -> bool:
+    return any(name == ERASURE_HEADER for name, _ in message.headers() or ())
 
 
 @dataclass

@@ -91,17 +91,19 @@ class WorkerStats:
     started_at: float = field(default_factory=time.monotonic)
     first_batch_at: float | None = None
     last_batch_at: float | None = None
+    # Seconds from each batch's first message to its commit, summed. Polls between
+    # batches that returned nothing or only partition ends are left out.
+    busy_s: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
-        """Return the counters, the time since start, and the events per second from
-        the first batch to the end of the last, which leaves out the group join."""
+        """Return the counters, the time since start, and the events per busy second,
+        which leaves out the group join and idle polls."""
         data = asdict(self)
         for name in ("started_at", "first_batch_at", "last_batch_at"):
             data.pop(name)
         data["elapsed_s"] = round(time.monotonic() - self.started_at, 3)
-        busy_s = 0.0
-        if self.first_batch_at is not None and self.last_batch_at is not None:
-            busy_s = self.last_batch_at - self.first_batch_at
+        data["busy_s"] = round(self.busy_s, 3)
+        busy_s = self.busy_s
         data["events_per_s"] = round(self.consumed / busy_s, 1) if busy_s else 0.0
         return data
 
@@ -377,6 +379,7 @@ class Worker:
         if self.stats.first_batch_at is None:
             self.stats.first_batch_at = batch.started_at
         self.stats.last_batch_at = time.monotonic()
+        self.stats.busy_s += self.stats.last_batch_at - batch.started_at
         self.metrics.batch_duration.observe(time.monotonic() - batch.started_at)
         if self._attempt:
             log.info("worker.recovered", attempts=self._attempt)

@@ -13,6 +13,7 @@ from prefsync.datakeys import KeyJournal
 from prefsync.store import SnapshotStore, connect
 from producers.dead_letter import DeadLetterProducer, DeadLetterSealer
 from producers.snapshots import SnapshotPublisher
+from worker.batch import StampBounds
 from worker.http import HealthServer
 from worker.loop import Worker
 
@@ -55,7 +56,7 @@ def build_worker(settings: Settings, keyring: Keyring | None = None) -> Worker:
         DeadLetterSealer(store, store.keyring),
     )
     snapshots = SnapshotPublisher(producer, settings.topics.snapshots)
-    return Worker(
+    worker = Worker(
         settings,
         create_consumer(settings),
         store,
@@ -63,6 +64,8 @@ def build_worker(settings: Settings, keyring: Keyring | None = None) -> Worker:
         dead_letters,
         snapshots=snapshots,
     )
+    worker.event_checks.append(StampBounds.from_settings(settings))
+    return worker
 
 
 def start_http(settings: Settings, worker: Worker) -> HealthServer | None:

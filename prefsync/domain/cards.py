@@ -5,10 +5,13 @@ looks like a card number or a card security code is rejected before it is stored
 redacted before it reaches a log line or the dead-letter topic.
 
 A card number here is 13 to 19 digits that pass the Luhn check, written without
-separators or with single spaces or dashes between digits (one kind per number), as
-printed on cards and typed into forms. No issuer prefix is required, so no Luhn-valid
-number of those lengths is missed, at the cost of flagging about one in ten long
-numeric ids (the Luhn check passes for 10% of random digit strings).
+separators or with the same separator between every two groups, as printed on cards
+and typed into forms. A separator is one to three characters from ``SEPARATOR_CHARS``:
+spaces, dashes, dots, slashes and underscores, including the no-break spaces and
+typographic dashes that word processors and phones substitute ("4111.1111.1111.1111",
+"4111 - 1111 - 1111 - 1111"). No issuer prefix is required, so no Luhn-valid number
+of those lengths is missed, at the cost of flagging about one in ten long numeric ids
+(the Luhn check passes for 10% of random digit strings).
 
 A CVV (also CVC, CID, CSC, CAV2, security code) is three or four digits after such a
 label, because three digits alone are indistinguishable from a quantity or a room.
@@ -20,6 +23,7 @@ import re
 
 __all__ = [
     "CARD_FIELD_NAMES",
+    "SEPARATOR_CHARS",
     "find_card_number",
     "find_cvv",
     "forbidden_card_fields",
@@ -28,9 +32,20 @@ __all__ = [
     "redact_card_numbers",
 ]
 
-# 13 to 19 digits, optionally grouped by single spaces or dashes. The lookarounds stop
-# a match inside a longer digit run.
-_CANDIDATE = re.compile(r"(?<![0-9])(?:[0-9][ -]?){12,18}[0-9](?![0-9])")
+# Characters that may separate digit groups: space, no-break space (U+00A0), figure,
+# thin and narrow no-break spaces (U+2007, U+2009, U+202F), hyphen-minus, hyphen and
+# non-breaking hyphen (U+2010, U+2011), figure dash, en and em dash (U+2012-U+2014),
+# minus sign (U+2212), dot, slash and underscore.
+SEPARATOR_CHARS = " \u00a0\u2007\u2009\u202f-\u2010\u2011\u2012\u2013\u2014\u2212./_"
+MAX_SEPARATOR_CHARS = 3
+_SEPARATOR_CLASS = "[" + re.escape(SEPARATOR_CHARS) + "]"
+# 13 to 19 digits, optionally grouped by separators. The lookarounds stop a match
+# inside a longer digit run.
+_CANDIDATE = re.compile(
+    rf"(?<![0-9])(?:[0-9]{_SEPARATOR_CLASS}{{0,{MAX_SEPARATOR_CHARS}}}){{12,18}}"
+    r"[0-9](?![0-9])"
+)
+_SEPARATOR_RUN = re.compile(_SEPARATOR_CLASS + "+")
 _CVV_LABEL = (
     r"(?:cvv2?|cvc2?|cid|csc|cav2|cvn|security[ _-]?code|card[ _-]?code|"
     r"verification[ _-]?(?:code|value))"
@@ -62,9 +77,11 @@ def luhn_valid(digits: str) -> bool:
 
 
 def _is_card_number(candidate: str) -> bool:
-    if " " in candidate and "-" in candidate:
+    # The separator must be the same throughout, because a run mixing kinds
+    # ("4111-1111 1111-1111") is more likely a list of phone numbers or dates.
+    if len(set(_SEPARATOR_RUN.findall(candidate))) > 1:
         return False
-    digits = candidate.replace(" ", "").replace("-", "")
+    digits = _SEPARATOR_RUN.sub("", candidate)
     return 13 <= len(digits) <= 19 and luhn_valid(digits)
 
 
@@ -87,7 +104,7 @@ def _longest_card_in(text: str, start: int, end: int) -> tuple[int, int] | None:
     # A card number may be followed by more digits in the same grouped run, e.g.
     # "4111 1111 1111 1111 123" with a CVV: try shorter runs from the same start.
     for stop in range(end, start, -1):
-        if text[stop - 1] in " -":
+        if text[stop - 1] in SEPARATOR_CHARS:
             continue
         if _is_card_number(text[start:stop]):
             return start, stop
@@ -126,11 +143,15 @@ def redact_card_bytes(payload: bytes) -> bytes:
 
     Each digit becomes ``*``, so the length of every Avro string stays valid.
     """
-
-    text = payload.decode("latin-1")
+    # Avro strings are UTF-8, so multi-byte separators such as U+00A0 are found in
+    # the decoded text. Bytes that are not UTF-8 decode to one lone surrogate each,
+    # which re-encodes to that byte, so the prefix lengths below are byte offsets.
+    text = payload.decode("utf-8", "surrogateescape")
     pieces = []
     position = 0
-    for start, end in _card_spans(text):
+    for char_start, char_end in _card_spans(text):
+        start = _byte_offset(text, char_start)
+        end = start + _byte_offset(text[char_start:char_end], char_end - char_start)
         pieces.append(payload[position:start])
         pieces.append(re.sub(rb"[0-9]", b"*", payload[start:end]))
         position = end
@@ -142,6 +163,10 @@ def redact_card_bytes(payload: bytes) -> bytes:
         return whole[:cut] + b"*" * len(match.group(1))
 
     return _CVV_BYTES.sub(mask_cvv, b"".join(pieces))
+
+
+def _byte_offset(text: str, char_offset: int) -> int:
+    return len(text[:char_offset].encode("utf-8", "surrogateescape"))
 
 
 def forbidden_card_fields(schema: object, path: str = "") -> list[str]:

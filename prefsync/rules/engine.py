@@ -21,8 +21,6 @@ communication.receipt      10        receipt channel with consent
 
 from __future__ import annotations
 
-import dataclasses
-from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -63,6 +61,8 @@ switched off with ``Overrides.apply_tier_discount`` instead, so the totals follo
 
 RULE_IDS = HARD_RULES + SOFT_RULES
 
+_SKIPPABLE = frozenset(SKIPPABLE_RULES)
+
 Profile = Mapping[str, Any] | None
 
 SoftRule = Callable[[Profile, Context, Policy], list[Item]]
@@ -81,21 +81,20 @@ def evaluate(profile: Profile, context: Context, policy: Policy) -> Outcome:
     ``profile`` is a preference view (:func:`prefsync.domain.view.to_view`) or None
     for a customer without one; defaults still apply then.
     """
-    channel = context.channel
+    enabled = policy.categories_for(context.channel)
     items = allergy_items(profile, context)
-    if policy.applies(channel, "diet"):
+    if "diet" in enabled:
         items.extend(diet_items(profile, context))
     for category, rule in _SOFT_CATEGORIES:
-        if policy.applies(channel, category):
+        if category in enabled:
             items.extend(rule(profile, context, policy))
-    loyalty = evaluate_loyalty(
-        profile, context, policy, enabled=policy.applies(channel, "loyalty")
-    )
+    loyalty = evaluate_loyalty(profile, context, policy, enabled="loyalty" in enabled)
     items.extend(loyalty.items)
-    skipped = context.overrides.skip_rules & frozenset(SKIPPABLE_RULES)
-    kept = [item for item in items if item.rule_id not in skipped]
+    skipped = context.overrides.skip_rules & _SKIPPABLE
+    if skipped:
+        items = [item for item in items if item.rule_id not in skipped]
     return Outcome(
-        items=_numbered(kept),
+        items=_numbered(items),
         totals=loyalty.totals,
         tier=loyalty.tier.tier,
         tier_status=loyalty.tier.status,
@@ -105,11 +104,23 @@ def evaluate(profile: Profile, context: Context, policy: Policy) -> Outcome:
 
 
 def _numbered(items: list[Item]) -> tuple[Item, ...]:
-    ordered = sorted(items, key=lambda item: -item.priority)
-    counts: Counter[str] = Counter()
-    numbered = []
+    """Sort ``items`` by priority, highest first, and set each ``item_id`` to
+    ``<rule_id>#<n>``, counting each rule's items in that order.
+
+    The sort is stable, so items of equal priority keep the order the rules made
+    them in. The rule functions build a new ``Item`` on every call and nothing else
+    refers to it yet, so the id is set in place: a ``dataclasses.replace`` copy per
+    item was a third of ``evaluate``'s time.
+    """
+    ordered = sorted(items, key=_priority, reverse=True)
+    counts: dict[str, int] = {}
     for item in ordered:
-        counts[item.rule_id] += 1
-        item_id = f"{item.rule_id}#{counts[item.rule_id]}"
-        numbered.append(dataclasses.replace(item, item_id=item_id))
-    return tuple(numbered)
+        rule_id = item.rule_id
+        count = counts[rule_id] = counts.get(rule_id, 0) + 1
+        # Item is frozen, so the id is set the way its own __init__ sets fields.
+        object.__setattr__(item, "item_id", f"{rule_id}#{count}")
+    return tuple(ordered)
+
+
+def _priority(item: Item) -> int:
+    return item.priority

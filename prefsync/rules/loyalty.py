@@ -30,6 +30,7 @@ __all__ = [
 PRIORITY_TIER_DISCOUNT = 40
 PRIORITY_POINTS = 35
 _HUNDRED = Decimal(100)
+_ZERO = Decimal(0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,18 +103,19 @@ def evaluate_loyalty(
     excluded = policy.loyalty.excluded_categories
     rule = policy.loyalty.tiers.get(tier.tier) if tier.tier and enabled else None
     discount_on = context.overrides.apply_tier_discount is not False
-    percent = rule.discount_percent if rule is not None and discount_on else Decimal(0)
+    percent = rule.discount_percent if rule is not None and discount_on else _ZERO
+    currency = context.currency
 
-    gross = discount = eligible = Decimal(0)
+    gross = discount = eligible = _ZERO
     line_discounts: dict[str, Decimal] = {}
     excluded_lines = []
     for line in context.lines:
-        line_gross = quantize(line.gross, context.currency)
+        line_gross = quantize(line.unit_price * line.quantity, currency)
         gross += line_gross
         if line.categories & excluded:
             excluded_lines.append(line)
             continue
-        line_discount = quantize(line_gross * percent / _HUNDRED, context.currency)
+        line_discount = quantize(line_gross * percent / _HUNDRED, currency)
         if line_discount:
             line_discounts[line.line_id] = line_discount
         discount += line_discount

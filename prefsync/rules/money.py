@@ -30,6 +30,13 @@ MINOR_UNIT_DIGITS: dict[str, int] = {
     "ZAR": 2,
 }  # fmt: skip
 
+# The minor unit of each currency as a Decimal exponent (0.01 for EUR), built once
+# because quantize() runs for every basket line of every lookup.
+_QUANTA: dict[str, Decimal] = {
+    currency: Decimal(1).scaleb(-digits)
+    for currency, digits in MINOR_UNIT_DIGITS.items()
+}
+
 
 class UnknownCurrency(ValueError):
     """A currency code that is not in :data:`MINOR_UNIT_DIGITS`."""
@@ -52,8 +59,10 @@ def minor_digits(currency: str) -> int:
 
 def quantize(amount: Decimal, currency: str) -> Decimal:
     """Round ``amount`` to ``currency``'s minor unit with ROUND_HALF_EVEN."""
-    exponent = Decimal(1).scaleb(-minor_digits(currency))
-    return amount.quantize(exponent, rounding=ROUND_HALF_EVEN)
+    quantum = _QUANTA.get(currency)
+    if quantum is None:
+        quantum = Decimal(1).scaleb(-minor_digits(currency))
+    return amount.quantize(quantum, rounding=ROUND_HALF_EVEN)
 
 
 def to_minor_units(amount: Decimal, currency: str) -> int:

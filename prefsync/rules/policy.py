@@ -76,6 +76,15 @@ class Policy:
     region: str | None = None
     origins: Mapping[str, str] = field(default_factory=dict)
     chain: tuple[str, ...] = ()
+    # Results of origin() by path and of categories_for() by channel. The policy is
+    # immutable and the rules request the same few on every lookup, so each is kept
+    # after its first computation. Threads that race compute the same value.
+    _origin_cache: dict[str, str] = field(
+        default_factory=dict, init=False, compare=False, repr=False
+    )
+    _categories_cache: dict[str, frozenset[str]] = field(
+        default_factory=dict, init=False, compare=False, repr=False
+    )
 
     def origin(self, path: str) -> str:
         """Return the layer that set ``path``.
@@ -84,6 +93,12 @@ class Policy:
         precedence among them is returned. When none did, the nearest parent's layer
         is returned, and ``builtin`` when no layer touched it at all.
         """
+        found = self._origin_cache.get(path)
+        if found is None:
+            found = self._origin_cache[path] = self._find_origin(path)
+        return found
+
+    def _find_origin(self, path: str) -> str:
         prefix = path + "."
         setters = [
             layer
@@ -104,6 +119,12 @@ class Policy:
 
     def applies(self, channel: str, category: str) -> bool:
         """Return True when ``category`` rules apply to ``channel`` transactions."""
-        if category == "allergy":
-            return True
-        return category in self.channel_categories.get(channel, frozenset())
+        return category in self.categories_for(channel)
+
+    def categories_for(self, channel: str) -> frozenset[str]:
+        """Return the rule categories that apply to ``channel``, allergy included."""
+        categories = self._categories_cache.get(channel)
+        if categories is None:
+            configured = self.channel_categories.get(channel, frozenset())
+            categories = self._categories_cache[channel] = configured | {"allergy"}
+        return categories

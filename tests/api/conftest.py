@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 
 from prefsync.api.app import create_app
 from prefsync.api.server import BackgroundServer
@@ -21,7 +22,7 @@ from prefsync.crypto import Keyring, generate_key_file
 from prefsync.domain.events import LOYALTY_RECORD, PROFILE_RECORD, to_change
 from prefsync.domain.snapshot import fold
 from prefsync.kafka_admin import ensure_topics
-from prefsync.store import SnapshotStore
+from prefsync.store import SnapshotStore, connect
 from tests.conftest import TEST_REDIS_DB
 from tests.helpers import profile_event
 
@@ -33,6 +34,7 @@ TERMINALS = {
     "T-S2": ("S2", ["cashier"]),
     "T-ALL": ("S1", ["cashier", "kitchen", "supervisor", "admin", "analytics"]),
 }
+SHARED_CUSTOMER_ID = "C-SHARED-1"
 
 
 @dataclass
@@ -97,7 +99,7 @@ def shared_api(
 
     For tests that only call the API (access checks, fuzzing): starting an API per
     test would dominate their run time. Redis data may be flushed between tests by
-    other fixtures, so these tests must not rely on stored customers.
+    other fixtures, so a test that reads a customer takes ``shared_customer``.
     """
     folder = tmp_path_factory.mktemp("api")
     prefix = f"m{uuid.uuid4().hex[:10]}."
@@ -117,10 +119,30 @@ def shared_api(
         api_rate_per_s=10_000,
         api_rate_burst=10_000,
     )
+    # A customer left by an earlier test is sealed under another key, so reading it
+    # here fails authentication (500) instead of finding no customer.
+    redis.Redis.from_url(module_settings.redis_url).flushdb()
     ensure_topics(module_settings)
     running = start_api(module_settings, Keyring.load(folder / "keys.json"))
     yield running
     stop_api(running)
+
+
+def seed_customer(
+    store: SnapshotStore,
+    customer_id: str,
+    loyalty: dict[str, Any] | None = None,
+    **fields: Any,
+) -> None:
+    """Write a customer's snapshot from profile and loyalty fields, at version 1."""
+    changes = [to_change(PROFILE_RECORD, profile_event(customer_id, 1, **fields))]
+    if loyalty:
+        changes.append(
+            to_change(LOYALTY_RECORD, profile_event(customer_id, 1, **loyalty))
+        )
+    snapshot = fold(customer_id, changes)
+    current = store.read_many([customer_id])[customer_id]
+    assert store.write_many([(snapshot, current.generation)]) == []
 
 
 @pytest.fixture
@@ -132,13 +154,22 @@ def seed(store: SnapshotStore) -> Callable[..., None]:
         loyalty: dict[str, Any] | None = None,
         **fields: Any,
     ) -> None:
-        changes = [to_change(PROFILE_RECORD, profile_event(customer_id, 1, **fields))]
-        if loyalty:
-            changes.append(
-                to_change(LOYALTY_RECORD, profile_event(customer_id, 1, **loyalty))
-            )
-        snapshot = fold(customer_id, changes)
-        current = store.read_many([customer_id])[customer_id]
-        assert store.write_many([(snapshot, current.generation)]) == []
+        seed_customer(store, customer_id, loyalty, **fields)
 
     return write
+
+
+@pytest.fixture
+def shared_customer(shared_api: Api) -> str:
+    """A customer stored under the shared API's keyring, in an emptied database.
+
+    The test database keeps what earlier tests and earlier runs wrote, sealed under
+    their own keyrings, and the shared API returns 500 (preferences_unreadable) for
+    such a customer. Each test therefore empties the database and writes its customer
+    again.
+    """
+    client = connect(shared_api.settings.redis_url)
+    client.flushdb()
+    store = SnapshotStore(client, Keyring.load(shared_api.settings.key_path))
+    seed_customer(store, SHARED_CUSTOMER_ID, special_instructions="no ice")
+    return SHARED_CUSTOMER_ID

@@ -20,18 +20,20 @@ pytestmark = pytest.mark.integration
 ROLES = ("cashier", "kitchen", "supervisor", "admin", "analytics")
 TERMINAL_ROLES = {"cashier", "supervisor"}
 
-# (name, method, path, body, roles allowed, status when allowed)
+# (name, method, path, body, roles allowed, status when allowed). In the path,
+# {customer} is the shared customer and {role} is the calling role.
 ENDPOINTS: list[tuple[str, str, str, Any, set[str], int]] = [
-    ("lookup", "GET", "/v1/customers/C1/preferences", None,
+    ("lookup", "GET", "/v1/customers/{customer}/preferences", None,
      {"cashier", "supervisor", "kitchen"}, 200),
-    ("update", "PATCH", "/v1/customers/C1/preferences",
+    ("update", "PATCH", "/v1/customers/{customer}/preferences",
      {"special_instructions": "no ice"}, TERMINAL_ROLES, 202),
-    ("apply", "POST", apply_path("C1", "{role}"), basket(SALAD), TERMINAL_ROLES, 200),
-    ("confirm", "POST", apply_path("C1", "NONE-{role}", "confirm"),
+    ("apply", "POST", apply_path("{customer}", "{role}"), basket(SALAD),
+     TERMINAL_ROLES, 200),
+    ("confirm", "POST", apply_path("{customer}", "NONE-{role}", "confirm"),
      {"revision": 1, "checkout_duration_ms": 1}, TERMINAL_ROLES, 404),
-    ("reverse", "POST", apply_path("C1", "NONE-{role}", "reverse"), {},
+    ("reverse", "POST", apply_path("{customer}", "NONE-{role}", "reverse"), {},
      TERMINAL_ROLES, 404),
-    ("transaction", "GET", "/v1/customers/C1/transactions/NONE", None,
+    ("transaction", "GET", "/v1/customers/{customer}/transactions/NONE", None,
      {"cashier", "supervisor", "kitchen"}, 404),
     ("layers", "GET", "/v1/admin/defaults", None, {"admin", "analytics"}, 200),
     ("layer", "GET", "/v1/admin/defaults/global", None, {"admin", "analytics"}, 404),
@@ -57,13 +59,15 @@ def _call(api: Api, method: str, path: str, body: Any, headers: dict[str, str]) 
 
 
 @pytest.mark.parametrize("row", MATRIX, ids=[f"{row[0]}-{row[4]}" for row in MATRIX])
-def test_role_matrix(shared_api: Api, row: tuple[Any, ...]) -> None:
+def test_role_matrix(
+    shared_api: Api, shared_customer: str, row: tuple[Any, ...]
+) -> None:
     """Each role reaches exactly the endpoints it is allowed; others get 403."""
     _, method, path, body, role, allowed, status = row
     response = _call(
         shared_api,
         method,
-        path.format(role=role),
+        path.format(customer=shared_customer, role=role),
         body,
         shared_api.headers(role, "T-ALL"),
     )
@@ -83,7 +87,7 @@ def test_credentials_required(
 ) -> None:
     """Every endpoint answers 401 without a token, with a wrong one, or without a
     role."""
-    path = path.format(role="x")
+    path = path.format(customer="C1", role="x")
     good = shared_api.headers("admin", "T-ALL")
     cases = {
         "no_token": {"X-Staff-Role": "admin"},

@@ -171,6 +171,7 @@ def test_erase_event_published(settings: Settings) -> None:
     stats = run_worker(settings)
 
     assert stats.consumed == 1
+    assert stats.dead_lettered == 0
     assert stats.snapshots_written == 0
     assert store.read_raw("E1") == before
 

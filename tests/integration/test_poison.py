@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -87,7 +88,10 @@ def registry_url() -> Iterator[str]:
     server.server_close()
 
 
-def _poison_cases() -> list[tuple[str, str, bytes, int | None]]:
+Case = tuple[str, str, bytes, int | None]
+
+
+def _poison_cases() -> list[Case]:
     """Return ``(customer id, expected error class, payload, schema id)`` cases."""
     record = profile_event("P1", 1, display_name=SECRET_NAME)
     frame = CODEC.encode(PROFILE_RECORD, record)
@@ -138,11 +142,34 @@ def _poison_cases() -> list[tuple[str, str, bytes, int | None]]:
             2,
         ),
         ("P9", "negative_points_balance", CODEC.encode(LOYALTY_RECORD, negative), 10),
+        *_stamp_cases(),
     ]
 
 
+def _stamp_cases() -> list[Case]:
+    """Return cases whose stamp breaks a bound of the worker's settings."""
+    max_long = {**profile_event("P10", 1), "crm_version": 2**63 - 1}
+    max_long_erase = {**max_long, "event_type": "ERASE"}
+    microseconds = profile_event("P10", 1)
+    microseconds["occurred_at"] = time.time_ns() // 1000
+    return [
+        ("P10", "crm_version_too_large", CODEC.encode(PROFILE_RECORD, max_long), 1),
+        (
+            "P10",
+            "crm_version_too_large",
+            CODEC.encode(PROFILE_RECORD, max_long_erase),
+            1,
+        ),
+        ("P10", "occurred_at_in_future", CODEC.encode(PROFILE_RECORD, microseconds), 1),
+    ]
+
+
+# Messages whose Kafka key is not their customer id: (key, error class).
+KEY_CASES = [(None, "key_missing"), (b"P12", "key_mismatch")]
+
+
 def _produce_to_partition_zero(
-    settings: Settings, items: list[tuple[str, bytes, bytes]]
+    settings: Settings, items: list[tuple[str, bytes | None, bytes]]
 ) -> list[int]:
     """Produce ``(topic, key, value)`` to partition 0 in order; return the offsets."""
     producer = Producer(
@@ -178,8 +205,13 @@ def test_every_poison_kind_dead_lettered(
     valid events before and after it on the same partition are applied, and no log
     line carries a customer id or a preference value."""
     cases = _poison_cases()
-    items: list[tuple[str, bytes, bytes]] = []
-    for index, (customer_id, _, payload, _) in enumerate(cases):
+    keys: list[bytes | None] = [customer_id.encode() for customer_id, *_ in cases]
+    for key, error_class in KEY_CASES:
+        record = profile_event("P11", 1, special_instructions="keyed wrongly")
+        cases.append(("P11", error_class, CODEC.encode(PROFILE_RECORD, record), 1))
+        keys.append(key)
+    items: list[tuple[str, bytes | None, bytes]] = []
+    for index, (_, _, payload, _) in enumerate(cases):
         valid = profile_event(f"V{index}", 1, special_instructions=f"note {index}")
         items.append(
             (
@@ -188,7 +220,7 @@ def test_every_poison_kind_dead_lettered(
                 CODEC.encode(PROFILE_RECORD, valid),
             )
         )
-        items.append((settings.topics.profile, customer_id.encode(), payload))
+        items.append((settings.topics.profile, keys[index], payload))
     last = profile_event("V-last", 1, special_instructions="after all poison")
     items.append(
         (settings.topics.profile, b"V-last", CODEC.encode(PROFILE_RECORD, last))
@@ -206,7 +238,7 @@ def test_every_poison_kind_dead_lettered(
         view = to_view(store.read(f"V{index}"))
         assert view["special_instructions"] == f"note {index}"
     assert to_view(store.read("V-last"))["special_instructions"] == "after all poison"
-    for customer_id in ("P1", "P7", "P8", "P9"):
+    for customer_id in ("P1", "P7", "P8", "P9", "P10", "P11"):
         assert store.read(customer_id) is None, customer_id
 
     dead = consume_all(settings, settings.topics.dead_letter, expected=len(cases))
@@ -225,6 +257,6 @@ def test_every_poison_kind_dead_lettered(
     output = logs.out + logs.err
     assert "message.dead_lettered" in output
     assert SECRET_NAME not in output
-    for customer_id in ("P1", "P7", "P8", "P9", "V-last"):
+    for customer_id in ("P1", "P7", "P8", "P9", "P10", "P11", "V-last"):
         assert f"'{customer_id}'" not in output
         assert f'"{customer_id}"' not in output

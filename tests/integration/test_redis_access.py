@@ -16,6 +16,7 @@ from prefsync.domain.snapshot import Change, Snapshot, apply_change
 from prefsync.domain.view import to_view
 from prefsync.envelope import envelope_record, to_reference
 from prefsync.errors import StoreUnavailable
+from prefsync.keycheck import check_key_name, verify_keyring
 from prefsync.redis_acl import ROLES, render_acl
 from prefsync.store import SnapshotStore, connect
 from tests.helpers import produce_records, profile_event, run_worker
@@ -93,6 +94,17 @@ def test_worker_migrates_two_key_value(
 
     assert admin.get("dek:{C1}") is None
     assert envelope_record(admin.get("pref:{C1}")) == envelope_record(value)
+
+
+def test_worker_verifies_keyring(acl_server: RedisServer, keyring: Keyring) -> None:
+    """The worker user can write and verify the key check values."""
+    client = _client(acl_server, "prefsync-worker")
+    SnapshotStore(client, keyring).write_many([(_snapshot("C1"), 0)])
+
+    verify_keyring(client, keyring)
+    verify_keyring(client, keyring)
+
+    assert client.get(check_key_name(keyring.primary)) is not None
 
 
 @pytest.mark.parametrize(

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import signal
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
+from confluent_kafka import Consumer, TopicPartition
 
 from prefsync.config import Settings
 from prefsync.domain.events import LOYALTY_RECORD, PROFILE_RECORD
@@ -23,6 +31,8 @@ from tests.helpers import (
     run_worker,
     settings_env,
 )
+from tests.redis_server import start_redis
+from worker.main import build_worker
 
 pytestmark = pytest.mark.integration
 
@@ -176,3 +186,98 @@ def test_lookup_unknown_customer(settings: Settings) -> None:
     )
     assert result.returncode == 1
     assert json.loads(result.stdout) == {"customer_id": "NOBODY", "found": False}
+
+
+def _committed_total(settings: Settings) -> int:
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "group.id": settings.consumer_group,
+        }
+    )
+    try:
+        partitions = [
+            TopicPartition(settings.topics.profile, partition)
+            for partition in range(settings.topic_partitions)
+        ]
+        committed = consumer.committed(partitions, timeout=30)
+    finally:
+        consumer.close()
+    return sum(p.offset for p in committed if p.offset >= 0)
+
+
+def _wait_for(predicate: Callable[[], bool], timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.2)
+
+
+def test_sigterm_during_redis_outage(settings: Settings, tmp_path: Path) -> None:
+    """SIGTERM while Redis is down stops the worker with status 0, and the batch
+    that was not written stays uncommitted."""
+    server = start_redis(tmp_path)
+    local = dataclasses.replace(settings, redis_url=server.url())
+    first = profile_event("S1", 1, special_instructions="no ice")
+    produce_records(local, [(PROFILE_RECORD, first)])
+    log_path = tmp_path / "worker.log"
+    with log_path.open("w") as log_file:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "prefsync.cli", "worker"],
+            env=settings_env(local),
+            stdout=subprocess.DEVNULL,
+            stderr=log_file,
+        )
+        try:
+            client = redis.Redis.from_url(server.url())
+            _wait_for(lambda: client.exists(snapshot_key("S1")) == 1)
+            _wait_for(lambda: _committed_total(local) == 1)
+            server.stop()
+            second = profile_event("S2", 1, special_instructions="no salt")
+            produce_records(local, [(PROFILE_RECORD, second)])
+            _wait_for(lambda: "store.retry" in log_path.read_text())
+            worker.send_signal(signal.SIGTERM)
+            status = worker.wait(60)
+        finally:
+            if worker.poll() is None:
+                worker.kill()
+                worker.wait(10)
+            server.stop()
+    assert status == 0, log_path.read_text()[-3000:]
+    assert _committed_total(local) == 1
+
+
+def test_events_per_s_leaves_out_idle(settings: Settings) -> None:
+    """events_per_s divides by the time spent on batches, not by the idle polls
+    between two bursts, which return only partition ends."""
+    burst = 3
+    committed: list[int] = []
+    worker = build_worker(settings)
+    worker.on_committed = committed.append
+    produce_records(settings, _burst("I", burst))
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        _wait_for(lambda: sum(committed) == burst and worker.stats.busy_s > 0)
+        time.sleep(0.1)  # lets the batch's bookkeeping after the callback finish
+        idle_from = time.monotonic()
+        time.sleep(1.5)
+        idle_to = time.monotonic()
+        produce_records(settings, _burst("J", burst))
+        _wait_for(lambda: sum(committed) == 2 * burst)
+    finally:
+        worker.stop()
+        thread.join(60)
+
+    stats = worker.stats
+    assert stats.first_batch_at is not None
+    assert stats.last_batch_at is not None
+    active_s = stats.last_batch_at - stats.first_batch_at - (idle_to - idle_from)
+    assert stats.as_dict()["events_per_s"] >= round(stats.consumed / active_s, 1)
+
+
+def _burst(prefix: str, count: int) -> list[tuple[str, dict[str, Any]]]:
+    return [
+        (PROFILE_RECORD, profile_event(f"{prefix}{i}", 1, special_instructions="x"))
+        for i in range(count)
+    ]

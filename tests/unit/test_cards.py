@@ -48,12 +48,14 @@ def card_numbers(draw: st.DrawFn) -> str:
 
 @pytest.mark.parametrize("length", range(13, 20))
 def test_every_length_detected(length: int) -> None:
-    """2,000 random Luhn-valid numbers of each length 13-19 are all detected."""
+    """2,000 random Luhn-valid numbers of each length 13-19 are all detected, plain
+    and grouped by spaces, dashes and dots."""
     rng = random.Random(length)
     missed = []
     for _ in range(2000):
         number = _luhn_complete("".join(rng.choices("0123456789", k=length - 1)))
-        for form in (number, _group(number, " "), _group(number, "-")):
+        forms = (number, _group(number, " "), _group(number, "-"), _group(number, "."))
+        for form in forms:
             if find_card_number(f"note {form} end") is None:
                 missed.append(form)
     assert missed == []
@@ -98,6 +100,61 @@ def test_mixed_separators_not_card() -> None:
     assert find_card_number("4111-1111 1111-1111") is None
 
 
+# Separators people type between digit groups, including the no-break spaces and
+# dashes that word processors and phones substitute.
+TYPED_SEPARATORS = [
+    ".",
+    "/",
+    "_",
+    "  ",
+    " - ",
+    " / ",
+    "\u00a0",
+    "\u202f",
+    "\u2009",
+    "\u2013",
+    "\u2014",
+    "\u2212",
+]
+
+
+@pytest.mark.parametrize("separator", TYPED_SEPARATORS, ids=ascii)
+def test_typed_separators_detected(separator: str) -> None:
+    """A card number grouped by any separator a person types is found."""
+    text = f"my card {_group('4111111111111111', separator)} thanks"
+    assert find_card_number(text) is not None
+
+
+@pytest.mark.parametrize("separator", TYPED_SEPARATORS, ids=ascii)
+def test_typed_separators_redacted(separator: str) -> None:
+    """Redaction removes a card number grouped by a typed separator."""
+    redacted = redact_card_numbers(f"card {_group('4111111111111111', separator)}")
+    assert redacted == "card [REDACTED-PAN]"
+
+
+@pytest.mark.parametrize("separator", TYPED_SEPARATORS, ids=ascii)
+def test_typed_separators_redacted_bytes(separator: str) -> None:
+    """Byte redaction masks the digits of a UTF-8 number grouped by a typed
+    separator and keeps the payload length."""
+    grouped = _group("4111111111111111", separator).encode()
+    payload = b"\x00\x02\xc3" + grouped + b"\x04tail"
+    redacted = redact_card_bytes(payload)
+    assert len(redacted) == len(payload)
+    assert b"1111" not in redacted
+    assert redacted.endswith(b"\x04tail")
+
+
+def test_dotted_card_number_span() -> None:
+    """A dot-grouped card number followed by a full stop ends at its last digit."""
+    span = find_card_number("card 4111.1111.1111.1111. thanks")
+    assert span == (5, 24)
+
+
+def test_mixed_typed_separators_not_card() -> None:
+    """A run mixing dots and slashes (a list of dates) is not a card number."""
+    assert find_card_number("04.12/2026.11/1111") is None
+
+
 def _ordinary_ids(rng: random.Random) -> list[str]:
     corpus: list[str] = []
     for _ in range(2000):
@@ -110,11 +167,17 @@ def _ordinary_ids(rng: random.Random) -> list[str]:
         corpus.append(f"tok_{rng.getrandbits(64):016x}")
         corpus.append(f"table {rng.randint(1, 40)} for {rng.randint(1, 12)} at 19:30")
         corpus.append(f"{rng.randint(10**9, 10**10 - 1)}")  # 10-digit account number
+        corpus.append(f"{rng.randint(1, 9)}.{rng.randint(0, 30)}.{rng.randint(0, 99)}")
+        corpus.append(f"{rng.randint(1, 28):02d}.{rng.randint(1, 12):02d}.2026")
+        corpus.append(
+            f"10.{rng.randint(0, 255)}.{rng.randint(0, 255)}.{rng.randint(1, 254)}"
+        )
+        corpus.append(f"{rng.randint(1, 999)}.{rng.randint(0, 99):02d} EUR")
     return corpus
 
 
 def test_false_positive_rate() -> None:
-    """Fewer than 3% of 18,000 ordinary ids and notes are taken for card numbers."""
+    """Fewer than 3% of 26,000 ordinary ids and notes are taken for card numbers."""
     corpus = _ordinary_ids(random.Random(7))
     flagged = [text for text in corpus if find_card_number(text) is not None]
     rate = len(flagged) / len(corpus)

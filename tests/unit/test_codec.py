@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
 import pytest
 
 from prefsync.codec import SchemaCatalog, WireCodec
@@ -115,3 +121,101 @@ def test_negative_enum_index_rejected(field: str) -> None:
         with pytest.raises(ValidationError) as caught:
             to_change(name, decoded)
         assert caught.value.error_class == "invalid_enum_index"
+
+
+class _Registry:
+    """A Schema Registry on loopback that returns ``status`` to every request after
+    ``delay_s``, and records the requested paths."""
+
+    def __init__(self, status: int, delay_s: float = 0.0) -> None:
+        self.paths: list[str] = []
+        registry = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                registry.paths.append(self.path)
+                time.sleep(delay_s)
+                try:
+                    self.send_response(status)
+                    self.end_headers()
+                    self.wfile.write(b"{}")
+                except OSError:
+                    return  # the client timed out and closed the connection
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def failing_registry() -> Iterator[_Registry]:
+    """A registry that returns 404 for every id."""
+    registry = _Registry(404)
+    yield registry
+    registry.close()
+
+
+@pytest.fixture
+def slow_registry() -> Iterator[_Registry]:
+    """A registry slower than the client's timeout."""
+    registry = _Registry(200, delay_s=2.0)
+    yield registry
+    registry.close()
+
+
+def _frame(schema_id: int) -> bytes:
+    return b"\x00" + schema_id.to_bytes(4, "big") + b"body"
+
+
+def _decode_failures(codec: WireCodec, schema_ids: list[int]) -> list[str]:
+    classes = []
+    for schema_id in schema_ids:
+        with pytest.raises(DecodeError) as caught:
+            codec.decode(_frame(schema_id))
+        classes.append(caught.value.error_class)
+    return classes
+
+
+def test_registry_rejection_cached(failing_registry: _Registry) -> None:
+    """An id the registry rejects is requested once for many messages, and each
+    other id is requested once of its own."""
+    codec = WireCodec(SchemaCatalog(registry_url=failing_registry.url))
+
+    classes = _decode_failures(codec, [77] * 5 + [78] * 3)
+
+    assert classes == ["unknown_schema_id"] * 8
+    assert failing_registry.paths == ["/schemas/ids/77", "/schemas/ids/78"]
+
+
+def test_registry_timeout_cached(slow_registry: _Registry) -> None:
+    """After a timeout, every id missing locally fails without another request."""
+    catalog = SchemaCatalog(registry_url=slow_registry.url, registry_timeout_s=0.2)
+    codec = WireCodec(catalog)
+
+    classes = _decode_failures(codec, [77] * 5 + [78])
+
+    assert classes == ["schema_registry_unavailable"] * 6
+    assert slow_registry.paths == ["/schemas/ids/77"]
+
+
+def test_registry_failure_expires(failing_registry: _Registry) -> None:
+    """A cached failure is retried once its time to live has passed."""
+    now_s = [100.0]
+    catalog = SchemaCatalog(
+        registry_url=failing_registry.url, failure_ttl_s=30, clock_s=lambda: now_s[0]
+    )
+    codec = WireCodec(catalog)
+
+    _decode_failures(codec, [77, 77])
+    now_s[0] += 30.0
+    _decode_failures(codec, [77, 77])
+
+    assert failing_registry.paths == ["/schemas/ids/77"] * 2
