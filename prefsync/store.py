@@ -314,7 +314,7 @@ class SnapshotStore:
     def _needs_legacy_record(self, customer_id: str, value: bytes | None) -> bool:
         if value is None:
             return customer_id in self._legacy_unread
-        return value[0] != ENVELOPE_FORMAT
+        return value[:1] != bytes([ENVELOPE_FORMAT])
 
     def _bound_tracking(self) -> None:
         if len(self._present) > 4 * self.data_keys.max_entries:
@@ -353,7 +353,7 @@ class SnapshotStore:
         try:
             value = self.client.get(snapshot_key(customer_id))
             record = None
-            if value is not None and value[0] != ENVELOPE_FORMAT:  # type: ignore[index]
+            if value is not None and value[:1] != bytes([ENVELOPE_FORMAT]):  # type: ignore[index]
                 record = self.client.get(data_key_key(customer_id))
         except redis.RedisError as exc:
             raise StoreUnavailable(f"Redis read failed: {type(exc).__name__}") from exc

@@ -247,3 +247,12 @@ def test_reencrypt_migrates_two_key_layout(settings: Settings) -> None:
     assert record_dek_id(envelope_record(migrated)) == record_dek_id(record)
     assert envelope_record(store.client.get(snapshot_key("M2"))) == lone.record
     assert build_store(settings).read("M1") == snapshot
+
+
+def test_empty_value_fails_closed(store: SnapshotStore) -> None:
+    """An empty stored value is reported as an unknown format, not a crash."""
+    store.client.set(snapshot_key("E0"), b"")
+    stored = store.read_many(["E0"])["E0"]
+    assert isinstance(stored.error, DecryptError)
+    with pytest.raises(DecryptError, match="unknown stored value format"):
+        store.read("E0")
