@@ -73,6 +73,31 @@ class PublishFailed(PrefsyncError):
     """Kafka reported a delivery error for a snapshot or a dead letter."""
 
 
+class ConsumerFatal(PrefsyncError):
+    """The consumer hit an error librdkafka cannot recover from."""
+
+
+def _is_fatal(error: KafkaError) -> bool:
+    """Return whether the consumer cannot go on after ``error``.
+
+    librdkafka reports a fenced static member as FENCED_INSTANCE_ID on the commit,
+    then as a _FATAL consume event, whose ``fatal()`` flag is not always set.
+    """
+    return error.fatal() or error.code() in (
+        KafkaError._FATAL,
+        KafkaError.FENCED_INSTANCE_ID,
+    )
+
+
+def _fatal(error: KafkaError) -> ConsumerFatal:
+    log.error("consumer.fatal", error=error.str(), code=error.name())
+    return ConsumerFatal(
+        f"Kafka consumer error {error.name()} is fatal ({error.str()}); the worker "
+        "stops. FENCED_INSTANCE_ID means another worker runs with the same "
+        "PREFSYNC_GROUP_INSTANCE_ID: give each worker its own id and restart"
+    )
+
+
 @dataclass
 class WorkerStats:
     """Counters since start."""
@@ -285,6 +310,8 @@ class Worker:
             if error is not None:
                 if error.code() == KafkaError._PARTITION_EOF:
                     self._at_end.add(tp)
+                elif _is_fatal(error):
+                    raise _fatal(error)
                 else:
                     log.error("consume.error", error=error.str())
                     self.metrics.errors.labels("consume").inc()
@@ -367,6 +394,9 @@ class Worker:
             self._hold("kafka_publish", exc)
             return
         except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            if isinstance(error, KafkaError) and _is_fatal(error):
+                raise _fatal(error) from exc
             self._hold("kafka_commit", exc)
             return
         self._finish(batch)
@@ -585,9 +615,34 @@ class Worker:
         if resumable:
             self.consumer.resume(_partitions(resumable))
             log.info("partitions.resumed", partitions=_describe(sorted(resumable)))
+            self._seek_expected(resumable)
         self._paused.clear()
         self._paused_since = None
         self.metrics.paused.set(0)
+
+    def _seek_expected(self, partitions: set[Partition]) -> None:
+        """Seek resumed partitions to the offset after their last accepted message.
+
+        After a partition end-of-file event librdkafka resumes one past the log end,
+        which skips the next message (see worker/continuity.py).
+        """
+        for tp in sorted(partitions):
+            expected = self._continuity.expected(tp)
+            if expected is None:
+                continue
+            self._continuity.arm(tp)
+            try:
+                self.consumer.seek(TopicPartition(tp[0], tp[1], expected))
+            except KafkaException as exc:
+                # The armed continuity check catches a skip on the next message.
+                log.warning(
+                    "consumer.seek_failed",
+                    topic=tp[0],
+                    partition=tp[1],
+                    expected_offset=expected,
+                    error=str(exc),
+                )
+                self.metrics.errors.labels("kafka_seek").inc()
 
     def _replay(self, tp: Partition, stored: int | None, detected_by: str) -> None:
         """Seek ``tp`` back to the watermark Redis still has, or to its beginning."""
