@@ -168,6 +168,8 @@ class Worker:
         self._paused_since: float | None = None
         self._watermarks = WatermarkTracker()
         self._continuity = Continuity()
+        # Set by a rebalance: kept partitions are sought to their expected offsets.
+        self._reseek = False
         self._check_watermarks_at = 0.0
         self._lag_at = 0.0
         # Extra checks of each decoded event; one raising ValidationError
@@ -209,6 +211,9 @@ class Worker:
         try:
             while not self._stopping:
                 self.last_loop_at = time.monotonic()
+                if self._reseek:
+                    self._reseek = False
+                    self._seek_expected(self.assignment - self._paused)
                 if self._pending is not None:
                     self._serve_pending()
                     continue
@@ -723,6 +728,7 @@ class Worker:
         self.assignment.update(added)
         self.metrics.assigned.set(len(self.assignment))
         log.info("partitions.assigned", partitions=_describe(sorted(added)))
+        self._after_rebalance()
         if not partitions:
             return
         starts = self._start_offsets(consumer, partitions)
@@ -781,6 +787,16 @@ class Worker:
                 self._watermarks.wrote(tp, value)
         return starts
 
+    def _after_rebalance(self) -> None:
+        """Check the next message of every kept partition and seek them afterwards.
+
+        In the rebalance fault runs librdkafka skipped one message on partitions the
+        worker kept through a cooperative rebalance, as it does after a resume.
+        """
+        for tp in self.assignment:
+            self._continuity.arm(tp)
+        self._reseek = True
+
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         revoked = {(p.topic, p.partition) for p in partitions}
         batch = self._pending
@@ -793,10 +809,12 @@ class Worker:
                 log.error("offsets.commit_failed", error=str(exc), when="revoke")
                 self.metrics.errors.labels("kafka_commit").inc()
         self._drop(revoked, "partitions.revoked")
+        self._after_rebalance()
 
     def _on_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Another member may own these partitions already: committing is not allowed.
         self._drop({(p.topic, p.partition) for p in partitions}, "partitions.lost")
+        self._after_rebalance()
 
     def _drop(self, partitions: set[Partition], event: str) -> None:
         paused = self._paused & partitions
