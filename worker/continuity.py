@@ -1,26 +1,25 @@
 """Offset continuity: notice when the consumer skips messages of a partition.
 
 librdkafka can move a partition's fetch position past a message the application
-never received. The fault suite showed it under repeated cooperative rebalances. An
-offset commit failed with ILLEGAL_GENERATION and the worker paused. At that moment
-``Consumer.position()`` was already one past the last message ``poll``/``consume``
-had returned. The message in between never arrived, and the next batch committed
-past it.
+never received. The fault suite showed it in two places:
 
-The cause is the partition end-of-file event (``enable.partition.eof``): after it,
-librdkafka's position is the log end plus one, and a pause and resume restarts the
-fetch from there. The next message is skipped, or, when none has arrived yet, the
-position is out of range and the partition is read again from its beginning.
+- After a partition end-of-file event (``enable.partition.eof``) the position is
+  the log end plus one, and a pause and resume restarts the fetch from there. The
+  next message is skipped, or, when none has arrived yet, the position is out of
+  range and the partition is read again from its beginning.
+- Under repeated cooperative rebalances, a partition the worker kept skipped one
+  message right after the rebalance, with or without a pause.
 
-The worker therefore seeks every resumed partition to the offset it expects next:
-the offset after the last message it accepted, or the committed offset it started
-from. Until the first message after an assignment, a resume or a replay, it also
-checks that message against that offset. A message beyond it is a gap. The worker
-drops it, seeks back to the expected offset and reads again. Offsets can be missing
-for good reasons too (transaction markers, aborted transactions, compaction). When
-the same gap comes back right after such a seek, it is real and the message is
-accepted. Outside those moments a gap is accepted at once, so a transactional input
-topic costs no extra fetch per transaction.
+The worker therefore seeks every resumed partition, and after a rebalance every kept
+partition, to the offset it expects next: the offset after the last message it
+accepted, or the committed offset it started from. The first message after an
+assignment, a resume, a rebalance or a replay is also checked against that offset.
+A message beyond it is a gap. The worker drops it, seeks back to the expected offset
+and reads again. Offsets can be missing for good reasons too (transaction markers,
+aborted transactions, compaction). When the same gap comes back right after such a
+seek, it is real and the message is accepted. Between those moments a gap is
+accepted at once, so a transactional input topic costs no extra fetch per
+transaction.
 """
 
 from __future__ import annotations
@@ -58,7 +57,8 @@ class Continuity:
         self._seeked: dict[Partition, Gap] = {}
         # Partitions whose remaining messages in the current call are dropped.
         self._dropping: set[Partition] = set()
-        # Partitions whose next message is checked: new, resumed or replayed ones.
+        # Partitions whose next message is checked: after an assignment, a resume,
+        # a rebalance or a replay.
         self._armed: set[Partition] = set()
 
     def start(self, tp: Partition, offset: int | None) -> None:
@@ -71,7 +71,7 @@ class Continuity:
             self._armed.add(tp)
 
     def arm(self, tp: Partition) -> None:
-        """Check the next message of ``tp``, after a pause and resume."""
+        """Check the next message of ``tp``, after a resume or a rebalance."""
         if tp in self._expected:
             self._armed.add(tp)
 
