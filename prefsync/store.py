@@ -146,6 +146,18 @@ end
 return current
 """
 
+# KEYS[1] = watermark key; ARGV[1] = offset. Raises the watermark, never lowers it,
+# and returns the value it had before (nil when there was none). A worker that was
+# frozen past its session timeout and writes late cannot lower the new owner's mark.
+_SWAP_WATERMARK = """
+local previous = redis.call('GET', KEYS[1])
+local offset = tonumber(ARGV[1])
+if previous == false or offset > tonumber(previous) then
+  redis.call('SET', KEYS[1], ARGV[1])
+end
+return previous
+"""
+
 WATERMARK_PREFIX = "prefsync:watermark:"
 
 RedisClient = redis.Redis | RedisCluster
@@ -238,6 +250,7 @@ class SnapshotStore:
         self._proposed_floor: dict[str, Stamp | None] = {}
         self._check_and_set = client.register_script(_CHECK_AND_SET)
         self._raise_watermark = client.register_script(_RAISE_WATERMARK)
+        self._swap_watermark = client.register_script(_SWAP_WATERMARK)
         self._check_and_create = client.register_script(_CHECK_AND_CREATE)
         self._delete_if_unchanged = client.register_script(_DELETE_IF_UNCHANGED)
 
@@ -624,10 +637,12 @@ class SnapshotStore:
     def swap_watermarks(
         self, group: str, offsets: dict[Partition, int]
     ) -> dict[Partition, int | None]:
-        """Set the watermarks of ``offsets`` and return the values they replace.
+        """Raise the watermarks to ``offsets`` and return the values they had before.
 
         Call it only after every snapshot of the batch is written. A returned value
         lower than the one the caller wrote last means Redis lost data in between.
+        A watermark is never lowered here: a higher one came from another worker
+        that wrote those events.
 
         Raises:
             StoreUnavailable: Redis could not be reached.
@@ -635,15 +650,16 @@ class SnapshotStore:
         if not offsets:
             return {}
         partitions = list(offsets)
+        calls: list[ScriptCall] = [
+            (
+                self._swap_watermark,
+                [watermark_key(group, topic, partition)],
+                [offsets[(topic, partition)]],
+            )
+            for topic, partition in partitions
+        ]
         try:
-            pipe = self.client.pipeline(transaction=False)
-            for topic, partition in partitions:
-                pipe.set(
-                    watermark_key(group, topic, partition),
-                    offsets[(topic, partition)],
-                    get=True,
-                )
-            previous = pipe.execute()
+            previous = self._run_scripts(calls)
         except redis.RedisError as exc:
             raise StoreUnavailable(
                 f"Redis watermark write failed: {type(exc).__name__}"

@@ -80,3 +80,21 @@ def test_intact_redis_not_replayed(settings: Settings) -> None:
 
     assert second.restores_detected == 0
     assert second.consumed == 0
+
+
+def test_late_lower_watermark_ignored(store: SnapshotStore) -> None:
+    """A lower watermark written late by a worker that lost its partition is ignored."""
+    tp = ("crm.loyalty", 3)
+    store.swap_watermarks("group", {tp: 500})
+
+    previous = store.swap_watermarks("group", {tp: 200})
+
+    assert previous == {tp: 500}
+    assert store.read_watermarks("group", [tp]) == {tp: 500}
+
+
+def test_first_watermark_returns_none(store: SnapshotStore) -> None:
+    """The first watermark of a partition reports that there was none before."""
+    tp = ("crm.loyalty", 4)
+
+    assert store.swap_watermarks("group", {tp: 7}) == {tp: None}
