@@ -65,6 +65,7 @@ MAX_WRITE_ATTEMPTS = 20
 RETRY_FIRST_DELAY_S = 0.1
 PUBLISH_WAIT_S = 1.0
 COMMITTED_TIMEOUT_S = 10.0
+COMMITTED_RETRY_TIMEOUT_S = 2.0
 LAG_INTERVAL_S = 2.0
 LIVENESS_STALE_S = 60.0
 
@@ -168,6 +169,8 @@ class Worker:
         self._paused_since: float | None = None
         self._watermarks = WatermarkTracker()
         self._continuity = Continuity()
+        # Assigned partitions whose committed offset could not be read yet.
+        self._unverified: set[Partition] = set()
         # Set by a rebalance: kept partitions are sought to their expected offsets.
         self._reseek = False
         self._check_watermarks_at = 0.0
@@ -676,8 +679,31 @@ class Worker:
             self._lag_at = now + LAG_INTERVAL_S
             self._update_lag()
 
+    def _verify_committed(self) -> None:
+        """Read the committed offsets that failed at assignment, to know what Redis
+        must have for those partitions."""
+        wanted = self._unverified & self.assignment
+        self._unverified &= self.assignment
+        if not wanted:
+            return
+        try:
+            committed = self.consumer.committed(
+                _partitions(wanted), timeout=COMMITTED_RETRY_TIMEOUT_S
+            )
+        except KafkaException as exc:
+            log.warning("offsets.committed_failed", error=str(exc), when="retry")
+            self.metrics.errors.labels("kafka_committed").inc()
+            return
+        required = self._watermarks.required()
+        for p in committed:
+            tp = (p.topic, p.partition)
+            if tp not in required:
+                self._watermarks.assigned(tp, p.offset)
+            self._unverified.discard(tp)
+
     def _check_watermarks(self) -> None:
         """Compare the stored watermark of every assigned partition, even idle ones."""
+        self._verify_committed()
         required = self._watermarks.required()
         if not required:
             return
@@ -751,8 +777,10 @@ class Worker:
         try:
             committed = consumer.committed(partitions, timeout=COMMITTED_TIMEOUT_S)
         except KafkaException as exc:
-            log.warning("offsets.committed_failed", error=str(exc))
+            log.warning("offsets.committed_failed", error=str(exc), when="assignment")
             self.metrics.errors.labels("kafka_committed").inc()
+            # The periodic watermark check reads them again and replays a loss.
+            self._unverified.update((p.topic, p.partition) for p in partitions)
             return {}
         for p in committed:
             self._watermarks.assigned((p.topic, p.partition), p.offset)
@@ -828,6 +856,7 @@ class Worker:
         if self._pending is not None:
             remaining = self._pending.without(partitions)
             self._pending = remaining if len(remaining) else None
+        self._unverified -= partitions
         for tp in partitions:
             self._watermarks.revoked(tp)
             self._continuity.forget(tp)
