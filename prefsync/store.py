@@ -163,7 +163,22 @@ end
 return current
 """
 
+# KEYS[1] = watermark key; ARGV[1] = offset. Raises the watermark, never lowers it,
+# and returns the value it had before (nil when there was none). A worker that was
+# frozen past its session timeout and writes late cannot lower the new owner's mark.
+_SWAP_WATERMARK = """
+local previous = redis.call('GET', KEYS[1])
+local offset = tonumber(ARGV[1])
+if previous == false or offset > tonumber(previous) then
+  redis.call('SET', KEYS[1], ARGV[1])
+end
+return previous
+"""
+
 WATERMARK_PREFIX = "prefsync:watermark:"
+# Hash tags tried to find one per Redis Cluster primary; 16384 slots over a few
+# primaries are found within a few dozen tries.
+MAX_TAG_SEARCH = 100_000
 
 RedisClient = redis.Redis | RedisCluster
 ScriptCall = tuple[Script, list[str], list[Any]]
@@ -188,9 +203,48 @@ def snapshot_key(customer_id: str) -> str:
     return f"{KEY_PREFIX}{{{customer_id}}}"
 
 
-def watermark_key(group: str, topic: str, partition: int) -> str:
-    """Return the Redis key of a consumer group's watermark for one input partition."""
-    return f"{WATERMARK_PREFIX}{group}:{topic}:{partition}"
+def watermark_key(
+    group: str, topic: str, partition: int, tag: str | None = None
+) -> str:
+    """Return the Redis key of a consumer group's watermark for one input partition.
+
+    ``tag``: the hash tag of one copy in Redis Cluster; None on a single Redis.
+    """
+    where = "" if tag is None else f"{{{tag}}}:"
+    return f"{WATERMARK_PREFIX}{where}{group}:{topic}:{partition}"
+
+
+def _primary_tags(client: RedisClient) -> list[str | None]:
+    """Return one hash tag per Redis Cluster primary, or [None] for a single Redis."""
+    if not isinstance(client, RedisCluster):
+        return [None]
+    wanted = {node.name for node in client.get_primaries()}
+    tags: dict[str, str] = {}
+    for number in range(MAX_TAG_SEARCH):
+        tag = f"w{number}"
+        node = client.get_node_from_key(f"{{{tag}}}").name
+        if node in wanted and node not in tags:
+            tags[node] = tag
+            if len(tags) == len(wanted):
+                break
+    return [tags[name] for name in sorted(tags)]
+
+
+def _lowest(
+    keys: list[tuple[Partition, str]], values: list[Any]
+) -> dict[Partition, int | None]:
+    """Fold the copies of each watermark: None if any copy is missing, else the
+    lowest, because every copy must show that its primary still has the data."""
+    folded: dict[Partition, int | None] = {}
+    missing: set[Partition] = set()
+    for (tp, _), value in zip(keys, values, strict=True):
+        if value is None or value is False:
+            missing.add(tp)
+            folded[tp] = None
+        elif tp not in missing:
+            current = folded.get(tp)
+            folded[tp] = int(value) if current is None else min(current, int(value))
+    return folded
 
 
 def connect(url: str, *, cluster: bool = False, timeout_s: float = 5.0) -> RedisClient:
@@ -260,6 +314,9 @@ class SnapshotStore:
         self._legacy_unread: set[str] = set()
         self._check_and_set = client.register_script(_CHECK_AND_SET)
         self._raise_watermark = client.register_script(_RAISE_WATERMARK)
+        self._swap_watermark = client.register_script(_SWAP_WATERMARK)
+        # One hash tag per primary for the watermark copies, found on first use.
+        self._watermark_tags: list[str | None] | None = None
         self._delete_if_unchanged = client.register_script(_DELETE_IF_UNCHANGED)
 
     def read_many(self, customer_ids: Iterable[str]) -> dict[str, Stored]:
@@ -769,34 +826,29 @@ class SnapshotStore:
     def swap_watermarks(
         self, group: str, offsets: dict[Partition, int]
     ) -> dict[Partition, int | None]:
-        """Set the watermarks of ``offsets`` and return the values they replace.
+        """Raise the watermarks to ``offsets`` and return the values they had before.
 
         Call it only after every snapshot of the batch is written. A returned value
         lower than the one the caller wrote last means Redis lost data in between.
+        A watermark is never lowered here: a higher one came from another worker
+        that wrote those events.
 
         Raises:
             StoreUnavailable: Redis could not be reached.
         """
         if not offsets:
             return {}
-        partitions = list(offsets)
+        keys = self._watermark_keys(group, offsets)
+        calls: list[ScriptCall] = [
+            (self._swap_watermark, [key], [offsets[tp]]) for tp, key in keys
+        ]
         try:
-            pipe = self.client.pipeline(transaction=False)
-            for topic, partition in partitions:
-                pipe.set(
-                    watermark_key(group, topic, partition),
-                    offsets[(topic, partition)],
-                    get=True,
-                )
-            previous = pipe.execute()
+            previous = self._run_scripts(calls)
         except redis.RedisError as exc:
             raise StoreUnavailable(
                 f"Redis watermark write failed: {type(exc).__name__}"
             ) from exc
-        return {
-            tp: None if value is None else int(value)
-            for tp, value in zip(partitions, previous, strict=True)
-        }
+        return _lowest(keys, previous)
 
     def read_watermarks(
         self, group: str, partitions: Iterable[Partition]
@@ -806,22 +858,19 @@ class SnapshotStore:
         Raises:
             StoreUnavailable: Redis could not be reached.
         """
-        wanted = list(partitions)
-        if not wanted:
+        keys = self._watermark_keys(group, partitions)
+        if not keys:
             return {}
         try:
             pipe = self.client.pipeline(transaction=False)
-            for topic, partition in wanted:
-                pipe.get(watermark_key(group, topic, partition))
+            for _, key in keys:
+                pipe.get(key)
             values = pipe.execute()
         except redis.RedisError as exc:
             raise StoreUnavailable(
                 f"Redis watermark read failed: {type(exc).__name__}"
             ) from exc
-        return {
-            tp: None if value is None else int(value)
-            for tp, value in zip(wanted, values, strict=True)
-        }
+        return _lowest(keys, values)
 
     def restore_watermarks(
         self, group: str, offsets: dict[Partition, int | None]
@@ -836,8 +885,8 @@ class SnapshotStore:
         """
         try:
             pipe = self.client.pipeline(transaction=False)
-            for (topic, partition), offset in offsets.items():
-                key = watermark_key(group, topic, partition)
+            for tp, key in self._watermark_keys(group, offsets):
+                offset = offsets[tp]
                 if offset is None:
                     pipe.delete(key)
                 else:
@@ -858,14 +907,9 @@ class SnapshotStore:
         Raises:
             StoreUnavailable: Redis could not be reached.
         """
-        partitions = list(offsets)
+        keys = self._watermark_keys(group, offsets)
         calls: list[ScriptCall] = [
-            (
-                self._raise_watermark,
-                [watermark_key(group, topic, partition)],
-                [offsets[(topic, partition)]],
-            )
-            for topic, partition in partitions
+            (self._raise_watermark, [key], [offsets[tp]]) for tp, key in keys
         ]
         try:
             stored = self._run_scripts(calls)
@@ -873,7 +917,24 @@ class SnapshotStore:
             raise StoreUnavailable(
                 f"Redis watermark write failed: {type(exc).__name__}"
             ) from exc
-        return {tp: int(value) for tp, value in zip(partitions, stored, strict=True)}
+        return {tp: value or 0 for tp, value in _lowest(keys, stored).items()}
+
+    def _watermark_keys(
+        self, group: str, partitions: Iterable[Partition]
+    ) -> list[tuple[Partition, str]]:
+        """Return every copy's key of each partition's watermark.
+
+        In Redis Cluster each primary keeps its own copy (a hash tag that maps to
+        one of its slots), because a primary that loses its data loses the
+        customers of its slots, whatever primary holds the watermark.
+        """
+        if self._watermark_tags is None:
+            self._watermark_tags = _primary_tags(self.client)
+        return [
+            (tp, watermark_key(group, tp[0], tp[1], tag))
+            for tp in partitions
+            for tag in self._watermark_tags
+        ]
 
     def _decrypt_value(
         self, customer_id: str, value: bytes, record: bytes | None

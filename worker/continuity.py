@@ -1,18 +1,25 @@
 """Offset continuity: notice when the consumer skips messages of a partition.
 
 librdkafka can move a partition's fetch position past a message the application
-never received. The fault suite showed it under repeated cooperative rebalances. An
-offset commit failed with ILLEGAL_GENERATION and the worker paused. At that moment
-``Consumer.position()`` was already one past the last message ``poll``/``consume``
-had returned. The message in between never arrived, and the next batch committed
-past it.
+never received. The fault suite showed it in two places:
 
-The worker therefore checks every message against the offset it expects next on
-that partition: the offset after the last message it accepted, or the committed
-offset it started from. A message beyond that is a gap. The worker drops it, seeks
-back to the expected offset and reads again. Offsets can be missing for good reasons
-too (transaction markers, aborted transactions, compaction): when the same gap comes
-back right after such a seek, it is real and the message is accepted.
+- After a partition end-of-file event (``enable.partition.eof``) the position is
+  the log end plus one, and a pause and resume restarts the fetch from there. The
+  next message is skipped, or, when none has arrived yet, the position is out of
+  range and the partition is read again from its beginning.
+- Under repeated cooperative rebalances, a partition the worker kept skipped one
+  message right after the rebalance, with or without a pause.
+
+The worker therefore seeks every resumed partition, and after a rebalance every kept
+partition, to the offset it expects next: the offset after the last message it
+accepted, or the committed offset it started from. The first message after an
+assignment, a resume, a rebalance or a replay is also checked against that offset.
+A message beyond it is a gap. The worker drops it, seeks back to the expected offset
+and reads again. Offsets can be missing for good reasons too (transaction markers,
+aborted transactions, compaction). When the same gap comes back right after such a
+seek, it is real and the message is accepted. Between those moments a gap is
+accepted at once, so a transactional input topic costs no extra fetch per
+transaction.
 """
 
 from __future__ import annotations
@@ -50,6 +57,9 @@ class Continuity:
         self._seeked: dict[Partition, Gap] = {}
         # Partitions whose remaining messages in the current call are dropped.
         self._dropping: set[Partition] = set()
+        # Partitions whose next message is checked: after an assignment, a resume,
+        # a rebalance or a replay.
+        self._armed: set[Partition] = set()
 
     def start(self, tp: Partition, offset: int | None) -> None:
         """Expect ``offset`` next on ``tp``. None or a logical offset accepts any."""
@@ -58,12 +68,19 @@ class Continuity:
             self._expected.pop(tp, None)
         else:
             self._expected[tp] = offset
+            self._armed.add(tp)
+
+    def arm(self, tp: Partition) -> None:
+        """Check the next message of ``tp``, after a resume or a rebalance."""
+        if tp in self._expected:
+            self._armed.add(tp)
 
     def forget(self, tp: Partition) -> None:
         """Stop tracking a partition this worker no longer owns."""
         self._expected.pop(tp, None)
         self._seeked.pop(tp, None)
         self._dropping.discard(tp)
+        self._armed.discard(tp)
 
     def expected(self, tp: Partition) -> int | None:
         """Return the offset expected next on ``tp``, if known."""
@@ -82,17 +99,20 @@ class Continuity:
         if tp in self._dropping:
             return Verdict.DROP, None
         expected = self._expected.get(tp)
-        if expected is not None and offset > expected:
-            gap = Gap(expected, offset)
-            if self._seeked.get(tp) != gap:
-                self._seeked[tp] = gap
-                self._dropping.add(tp)
-                return Verdict.SEEK_BACK, gap
-            # The same gap right after a seek-back: those offsets contain no message.
-            self._seeked.pop(tp, None)
-            self._expected[tp] = offset + 1
-            return Verdict.ACCEPT, gap
+        if expected is None or offset < expected:
+            # Unknown start, or a redelivered older message: nothing to compare.
+            if expected is None:
+                self._expected[tp] = offset + 1
+            return Verdict.ACCEPT, None
+        gap = Gap(expected, offset) if offset > expected else None
+        if gap is not None and tp in self._armed and self._seeked.get(tp) != gap:
+            self._seeked[tp] = gap
+            self._dropping.add(tp)
+            return Verdict.SEEK_BACK, gap
+        # The expected message, a gap outside the checked moments, or the same gap
+        # right after a seek-back: those offsets contain no message.
+        confirmed = gap is not None and tp in self._armed
+        self._armed.discard(tp)
         self._seeked.pop(tp, None)
-        if expected is None or offset + 1 > expected:
-            self._expected[tp] = offset + 1
-        return Verdict.ACCEPT, None
+        self._expected[tp] = offset + 1
+        return Verdict.ACCEPT, gap if confirmed else None

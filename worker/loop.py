@@ -65,12 +65,38 @@ MAX_WRITE_ATTEMPTS = 20
 RETRY_FIRST_DELAY_S = 0.1
 PUBLISH_WAIT_S = 1.0
 COMMITTED_TIMEOUT_S = 10.0
+COMMITTED_RETRY_TIMEOUT_S = 2.0
 LAG_INTERVAL_S = 2.0
 LIVENESS_STALE_S = 60.0
 
 
 class PublishFailed(PrefsyncError):
     """Kafka reported a delivery error for a snapshot or a dead letter."""
+
+
+class ConsumerFatal(PrefsyncError):
+    """The consumer hit an error librdkafka cannot recover from."""
+
+
+def _is_fatal(error: KafkaError) -> bool:
+    """Return whether the consumer cannot go on after ``error``.
+
+    librdkafka reports a fenced static member as FENCED_INSTANCE_ID on the commit,
+    then as a _FATAL consume event, whose ``fatal()`` flag is not always set.
+    """
+    return error.fatal() or error.code() in (
+        KafkaError._FATAL,
+        KafkaError.FENCED_INSTANCE_ID,
+    )
+
+
+def _fatal(error: KafkaError) -> ConsumerFatal:
+    log.error("consumer.fatal", error=error.str(), code=error.name())
+    return ConsumerFatal(
+        f"Kafka consumer error {error.name()} is fatal ({error.str()}); the worker "
+        "stops. FENCED_INSTANCE_ID means another worker runs with the same "
+        "PREFSYNC_GROUP_INSTANCE_ID: give each worker its own id and restart"
+    )
 
 
 @dataclass
@@ -143,6 +169,10 @@ class Worker:
         self._paused_since: float | None = None
         self._watermarks = WatermarkTracker()
         self._continuity = Continuity()
+        # Assigned partitions whose committed offset could not be read yet.
+        self._unverified: set[Partition] = set()
+        # Set by a rebalance: kept partitions are sought to their expected offsets.
+        self._reseek = False
         self._check_watermarks_at = 0.0
         self._lag_at = 0.0
         # Extra checks of each decoded event; one raising ValidationError
@@ -184,6 +214,9 @@ class Worker:
         try:
             while not self._stopping:
                 self.last_loop_at = time.monotonic()
+                if self._reseek:
+                    self._reseek = False
+                    self._seek_expected(self.assignment - self._paused)
                 if self._pending is not None:
                     self._serve_pending()
                     continue
@@ -285,6 +318,8 @@ class Worker:
             if error is not None:
                 if error.code() == KafkaError._PARTITION_EOF:
                     self._at_end.add(tp)
+                elif _is_fatal(error):
+                    raise _fatal(error)
                 else:
                     log.error("consume.error", error=error.str())
                     self.metrics.errors.labels("consume").inc()
@@ -367,6 +402,9 @@ class Worker:
             self._hold("kafka_publish", exc)
             return
         except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            if isinstance(error, KafkaError) and _is_fatal(error):
+                raise _fatal(error) from exc
             self._hold("kafka_commit", exc)
             return
         self._finish(batch)
@@ -585,9 +623,34 @@ class Worker:
         if resumable:
             self.consumer.resume(_partitions(resumable))
             log.info("partitions.resumed", partitions=_describe(sorted(resumable)))
+            self._seek_expected(resumable)
         self._paused.clear()
         self._paused_since = None
         self.metrics.paused.set(0)
+
+    def _seek_expected(self, partitions: set[Partition]) -> None:
+        """Seek resumed partitions to the offset after their last accepted message.
+
+        After a partition end-of-file event librdkafka resumes one past the log end,
+        which skips the next message (see worker/continuity.py).
+        """
+        for tp in sorted(partitions):
+            expected = self._continuity.expected(tp)
+            if expected is None:
+                continue
+            self._continuity.arm(tp)
+            try:
+                self.consumer.seek(TopicPartition(tp[0], tp[1], expected))
+            except KafkaException as exc:
+                # The armed continuity check catches a skip on the next message.
+                log.warning(
+                    "consumer.seek_failed",
+                    topic=tp[0],
+                    partition=tp[1],
+                    expected_offset=expected,
+                    error=str(exc),
+                )
+                self.metrics.errors.labels("kafka_seek").inc()
 
     def _replay(self, tp: Partition, stored: int | None, detected_by: str) -> None:
         """Seek ``tp`` back to the watermark Redis still has, or to its beginning."""
@@ -616,8 +679,31 @@ class Worker:
             self._lag_at = now + LAG_INTERVAL_S
             self._update_lag()
 
+    def _verify_committed(self) -> None:
+        """Read the committed offsets that failed at assignment, to know what Redis
+        must have for those partitions."""
+        wanted = self._unverified & self.assignment
+        self._unverified &= self.assignment
+        if not wanted:
+            return
+        try:
+            committed = self.consumer.committed(
+                _partitions(wanted), timeout=COMMITTED_RETRY_TIMEOUT_S
+            )
+        except KafkaException as exc:
+            log.warning("offsets.committed_failed", error=str(exc), when="retry")
+            self.metrics.errors.labels("kafka_committed").inc()
+            return
+        required = self._watermarks.required()
+        for p in committed:
+            tp = (p.topic, p.partition)
+            if tp not in required:
+                self._watermarks.assigned(tp, p.offset)
+            self._unverified.discard(tp)
+
     def _check_watermarks(self) -> None:
         """Compare the stored watermark of every assigned partition, even idle ones."""
+        self._verify_committed()
         required = self._watermarks.required()
         if not required:
             return
@@ -668,6 +754,7 @@ class Worker:
         self.assignment.update(added)
         self.metrics.assigned.set(len(self.assignment))
         log.info("partitions.assigned", partitions=_describe(sorted(added)))
+        self._after_rebalance()
         if not partitions:
             return
         starts = self._start_offsets(consumer, partitions)
@@ -690,8 +777,10 @@ class Worker:
         try:
             committed = consumer.committed(partitions, timeout=COMMITTED_TIMEOUT_S)
         except KafkaException as exc:
-            log.warning("offsets.committed_failed", error=str(exc))
+            log.warning("offsets.committed_failed", error=str(exc), when="assignment")
             self.metrics.errors.labels("kafka_committed").inc()
+            # The periodic watermark check reads them again and replays a loss.
+            self._unverified.update((p.topic, p.partition) for p in partitions)
             return {}
         for p in committed:
             self._watermarks.assigned((p.topic, p.partition), p.offset)
@@ -726,6 +815,16 @@ class Worker:
                 self._watermarks.wrote(tp, value)
         return starts
 
+    def _after_rebalance(self) -> None:
+        """Check the next message of every kept partition and seek them afterwards.
+
+        In the rebalance fault runs librdkafka skipped one message on partitions the
+        worker kept through a cooperative rebalance, as it does after a resume.
+        """
+        for tp in self.assignment:
+            self._continuity.arm(tp)
+        self._reseek = True
+
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         revoked = {(p.topic, p.partition) for p in partitions}
         batch = self._pending
@@ -738,10 +837,12 @@ class Worker:
                 log.error("offsets.commit_failed", error=str(exc), when="revoke")
                 self.metrics.errors.labels("kafka_commit").inc()
         self._drop(revoked, "partitions.revoked")
+        self._after_rebalance()
 
     def _on_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Another member may own these partitions already: committing is not allowed.
         self._drop({(p.topic, p.partition) for p in partitions}, "partitions.lost")
+        self._after_rebalance()
 
     def _drop(self, partitions: set[Partition], event: str) -> None:
         paused = self._paused & partitions
@@ -755,6 +856,7 @@ class Worker:
         if self._pending is not None:
             remaining = self._pending.without(partitions)
             self._pending = remaining if len(remaining) else None
+        self._unverified -= partitions
         for tp in partitions:
             self._watermarks.revoked(tp)
             self._continuity.forget(tp)

@@ -118,7 +118,7 @@ def apply_change(snapshot: Snapshot, change: Change) -> bool:
     changed = False
     for name, value in change.scalars.items():
         current = snapshot.scalars.get(name)
-        if current is None or stamp > current[0]:
+        if current is None or _newer(stamp, value, current):
             snapshot.scalars[name] = (stamp, value)
             changed = True
     for name in change.clears:
@@ -154,13 +154,24 @@ def _map_field(snapshot: Snapshot, name: str) -> MapField:
     return target
 
 
+def _newer(stamp: Stamp, value: Any, current: tuple[Stamp, Any]) -> bool:
+    """Return whether ``(stamp, value)`` replaces ``current``.
+
+    Two different events with the same stamp (a CRM that reused an event id) are
+    ordered by their value's text, so the result does not depend on arrival order.
+    """
+    if stamp != current[0]:
+        return stamp > current[0]
+    return repr(value) > repr(current[1])
+
+
 def _set_entry(target: MapField, key: str, stamp: Stamp, value: Any) -> bool:
     # An entry older than the last clear is invisible, so keeping it would make the
     # state depend on arrival order.
     if target.cleared is not None and stamp < target.cleared:
         return False
     current = target.entries.get(key)
-    if current is not None and stamp <= current[0]:
+    if current is not None and not _newer(stamp, value, current):
         return False
     target.entries[key] = (stamp, value)
     return True

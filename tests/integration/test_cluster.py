@@ -159,3 +159,19 @@ def test_store_reloads_flushed_script(
 
     assert lost == []
     assert store.read("C42") == snapshot
+
+
+def test_one_primary_flushed_found(
+    cluster_settings: Settings, keyring: Keyring
+) -> None:
+    """Watermarks read as missing after any one primary lost its data."""
+    client = connect(cluster_settings.redis_url, cluster=True)
+    store = SnapshotStore(client, keyring)
+    partitions = {("crm.loyalty", p): 100 + p for p in range(6)}
+    store.swap_watermarks("group", partitions)
+    primaries = client.get_primaries()  # type: ignore[union-attr]
+
+    for primary in primaries:
+        client.flushall(target_nodes=primary)  # type: ignore[call-arg]
+        assert set(store.read_watermarks("group", partitions).values()) == {None}
+        store.restore_watermarks("group", partitions)  # type: ignore[arg-type]

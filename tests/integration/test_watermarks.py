@@ -3,14 +3,19 @@ or emptied is found and replayed from the watermark it still has."""
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
 import pytest
 import redis
+from confluent_kafka import KafkaError, KafkaException
 
 from prefsync.config import Settings
 from prefsync.domain.events import PROFILE_RECORD
 from prefsync.domain.view import to_view
 from prefsync.store import SnapshotStore, watermark_key
 from tests.helpers import produce_records, profile_event, run_worker
+from worker.main import build_worker
 
 pytestmark = pytest.mark.integration
 
@@ -80,3 +85,55 @@ def test_intact_redis_not_replayed(settings: Settings) -> None:
 
     assert second.restores_detected == 0
     assert second.consumed == 0
+
+
+def test_late_lower_watermark_ignored(store: SnapshotStore) -> None:
+    """A lower watermark written late by a worker that lost its partition is ignored."""
+    tp = ("crm.loyalty", 3)
+    store.swap_watermarks("group", {tp: 500})
+
+    previous = store.swap_watermarks("group", {tp: 200})
+
+    assert previous == {tp: 500}
+    assert store.read_watermarks("group", [tp]) == {tp: 500}
+
+
+def test_first_watermark_returns_none(store: SnapshotStore) -> None:
+    """The first watermark of a partition reports that there was none before."""
+    tp = ("crm.loyalty", 4)
+
+    assert store.swap_watermarks("group", {tp: 7}) == {tp: None}
+
+
+class _CommittedFails:
+    """A consumer whose ``committed`` call times out, as during a coordinator move."""
+
+    def __init__(self, inner: Any):
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def committed(self, *_args: Any, **_kwargs: Any) -> Any:
+        raise KafkaException(KafkaError(KafkaError._TIMED_OUT))
+
+
+def test_loss_found_after_committed_failed(
+    settings: Settings, store: SnapshotStore
+) -> None:
+    """A Redis emptied while the committed offsets could not be read is replayed."""
+    produce_records(settings, _events(0, 40, 1))
+    run_worker(settings)
+    redis.Redis.from_url(settings.redis_url).flushdb()
+    worker = build_worker(dataclasses.replace(settings, watermark_check_interval_s=0.5))
+    start_offsets = worker._start_offsets
+
+    def failing_start(consumer: Any, partitions: Any) -> Any:
+        return start_offsets(_CommittedFails(consumer), partitions)
+
+    worker._start_offsets = failing_start  # type: ignore[method-assign]
+
+    stats = worker.run(until_caught_up=True, idle_exit_s=3.0)
+
+    assert stats.restores_detected > 0
+    assert all(store.read(f"W{i}") is not None for i in range(40))

@@ -105,3 +105,40 @@ def test_logical_start_is_unknown() -> None:
     """A logical start offset (beginning, end) does not set an expectation."""
     tracker = _tracker(-2)
     assert tracker.expected(TP) is None
+
+
+def test_gap_after_first_message_accepted() -> None:
+    """Once a message matched, a later gap (a transaction marker) is accepted as is."""
+    tracker = _tracker()
+    tracker.check(TP, 10)
+    assert tracker.check(TP, 12) == (Verdict.ACCEPT, None)
+
+
+def test_unchecked_gap_moves_expected() -> None:
+    """A gap accepted outside the checked moments moves the expected offset."""
+    tracker = _tracker()
+    tracker.check(TP, 10)
+    tracker.check(TP, 12)
+    assert tracker.expected(TP) == 13
+
+
+def test_arm_checks_next_message() -> None:
+    """After a resume the next message is checked again."""
+    tracker = _tracker()
+    tracker.check(TP, 10)
+    tracker.arm(TP)
+    assert tracker.check(TP, 12) == (Verdict.SEEK_BACK, Gap(11, 12))
+
+
+def test_older_message_keeps_check() -> None:
+    """A redelivered older message leaves the check armed for the next one."""
+    tracker = _tracker()
+    tracker.check(TP, 4)
+    assert tracker.check(TP, 11) == (Verdict.SEEK_BACK, Gap(10, 11))
+
+
+def test_arm_without_expectation() -> None:
+    """Arming a partition without an expected offset checks nothing."""
+    tracker = _tracker(None)
+    tracker.arm(TP)
+    assert tracker.check(TP, 50) == (Verdict.ACCEPT, None)

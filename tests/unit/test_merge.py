@@ -126,3 +126,28 @@ def test_apply_reports_unchanged_duplicate() -> None:
     change = Change(CUSTOMER, (1, 0, 1, 0), scalars={"tier": "GOLD"})
     snapshot = fold(CUSTOMER, [change])
     assert apply_change(snapshot, change) is False
+
+
+shared_stamp_lists = st.lists(changes(), max_size=12).map(
+    lambda events: [
+        Change(CUSTOMER, (1, 0, 7, 0), scalars=c.scalars, maps=c.maps)
+        for c in events
+        if not c.erase
+    ]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(shared_stamp_lists, st.randoms(use_true_random=False))
+def test_same_stamp_ignores_order(events: list[Change], rng: random.Random) -> None:
+    """Different events that share one stamp fold alike in any order."""
+    shuffled = list(events)
+    rng.shuffle(shuffled)
+    assert fold(CUSTOMER, shuffled) == fold(CUSTOMER, events)
+
+
+@settings(max_examples=200, deadline=None)
+@given(shared_stamp_lists, st.lists(st.integers(0, 12), max_size=4))
+def test_same_stamp_ignores_split(events: list[Change], cuts: list[int]) -> None:
+    """Events sharing one stamp fold alike across stored batch boundaries."""
+    assert _fold_in_batches(events, cuts) == fold(CUSTOMER, events)
