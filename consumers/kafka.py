@@ -8,9 +8,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from confluent_kafka import Consumer, Message, TopicPartition
+import structlog
+from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 from prefsync.config import Settings
+
+log = structlog.get_logger()
 
 __all__ = ["consumer_config", "create_consumer", "next_offsets"]
 
@@ -36,6 +39,7 @@ def consumer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
         # End-of-partition events tell `prefsync worker --until-caught-up` when to stop.
         "enable.partition.eof": True,
         "queued.max.messages.kbytes": 65_536,
+        "on_commit": _log_commit,
     }
     if settings.group_instance_id:
         # Static membership: a restarted worker with the same id takes its partitions
@@ -43,6 +47,17 @@ def consumer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
         config["group.instance.id"] = settings.group_instance_id
     config.update(overrides)
     return config
+
+
+def _log_commit(error: KafkaError | None, partitions: list[TopicPartition]) -> None:
+    """Log a failed offset commit; the worker's next commit covers its offsets."""
+    if error is not None:
+        log.warning(
+            "offsets.commit_failed",
+            error=error.str(),
+            when="reply",
+            partitions=[f"{p.topic}[{p.partition}]" for p in partitions],
+        )
 
 
 def create_consumer(settings: Settings, **overrides: Any) -> Consumer:

@@ -13,7 +13,8 @@ The commit path of one batch, in order:
    from the watermark Redis still has, and its offsets are not committed.
 6. Publish the sealed snapshots to the compacted snapshot topic and the poison
    messages to the dead-letter topic, and wait until Kafka acknowledged all of them.
-7. Commit the offsets after the last message of each partition, synchronously.
+7. Commit the offsets after the last message of each partition, without waiting
+   for the reply (synchronously on revoke and shutdown).
 
 Committing before step 6 could lose events if the process died in between;
 committing after is at-least-once, and the merge makes redelivered events harmless.
@@ -286,7 +287,7 @@ class Worker:
         pending = len(self._pending) if self._pending is not None else 0
         if self._pending is not None and self._pending.stage is Stage.COMMIT:
             try:
-                self._commit(self._pending)
+                self._commit(self._pending, wait=True)
                 pending = 0
             except KafkaException as exc:
                 log.error("offsets.commit_failed", error=str(exc), when="shutdown")
@@ -590,15 +591,22 @@ class Worker:
         self.metrics.snapshots_published.inc(len(batch.sealed))
         return True
 
-    def _commit(self, batch: Batch) -> None:
-        """Step 7: commit the batch's offsets of the partitions still assigned."""
+    def _commit(self, batch: Batch, *, wait: bool = False) -> None:
+        """Step 7: commit the batch's offsets of the partitions still assigned.
+
+        In the loop the commit is sent without waiting for the reply. Every batch's
+        data is in Redis before its commit is sent, so a commit that fails (a
+        rebalance under way) loses nothing: the next commit or the synchronous one
+        on revoke and shutdown (``wait``) covers its offsets, and a crash in
+        between only applies the batch again.
+        """
         offsets = [
             TopicPartition(topic, partition, offset)
             for (topic, partition), offset in batch.commit_offsets().items()
             if (topic, partition) in self.assignment
         ]
         if offsets:
-            self.consumer.commit(offsets=offsets, asynchronous=False)
+            self.consumer.commit(offsets=offsets, asynchronous=not wait)
             self.metrics.commits.inc()
             log.debug(
                 "batch.committed",
@@ -831,7 +839,7 @@ class Worker:
         if batch is not None and batch.stage is Stage.COMMIT:
             # The batch is in Redis and in Kafka: commit it before the partitions move.
             try:
-                self._commit(batch)
+                self._commit(batch, wait=True)
                 self._finish(batch)
             except KafkaException as exc:
                 log.error("offsets.commit_failed", error=str(exc), when="revoke")
