@@ -5,17 +5,24 @@ The worker owns the poll loop and the commits.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from typing import Any
 
 import structlog
-from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import (
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
 
 from prefsync.config import Settings
 
 log = structlog.get_logger()
 
-__all__ = ["consumer_config", "create_consumer", "next_offsets"]
+__all__ = ["consumer_config", "create_consumer", "next_offsets", "watermark_offsets"]
 
 
 def consumer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
@@ -74,3 +81,43 @@ def next_offsets(messages: Iterable[Message]) -> list[TopicPartition]:
         if offset > highest.get(key, -1):
             highest[key] = offset
     return [TopicPartition(t, p, o + 1) for (t, p), o in highest.items()]
+
+
+# Pause between tries while a new partition's leader is not known yet.
+LEADER_RETRY_DELAY_S = 0.1
+# Errors of a partition whose leadership is not settled yet (a new topic, a broker
+# restart); librdkafka does not always flag them retriable.
+LEADER_PENDING = (
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.UNKNOWN_TOPIC_OR_PART,
+)
+
+
+def watermark_offsets(
+    consumer: Consumer, partition: TopicPartition, timeout_s: float
+) -> tuple[int, int]:
+    """Return a partition's ``(low, high)`` offsets, retrying retriable errors.
+
+    Right after a topic is created the broker can answer NOT_LEADER_FOR_PARTITION
+    until the partition's leadership is known; that error is retried until
+    ``timeout_s`` runs out.
+
+    Raises:
+        KafkaException: a non-retriable error, or a retriable one at the deadline.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            low, high = consumer.get_watermark_offsets(
+                partition, timeout=max(0.1, deadline - time.monotonic())
+            )
+            return low, high
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            retriable = isinstance(error, KafkaError) and (
+                error.retriable() or error.code() in LEADER_PENDING
+            )
+            if not retriable or time.monotonic() + LEADER_RETRY_DELAY_S > deadline:
+                raise
+            time.sleep(LEADER_RETRY_DELAY_S)

@@ -40,6 +40,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka import TopicPartition as KafkaPartition
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from consumers.kafka import watermark_offsets
 from prefsync.config import Settings
 from prefsync.crypto import Keyring
 from prefsync.domain.snapshot import Stamp
@@ -279,8 +280,8 @@ def read_compacted(
         partitions = metadata.topics[topic].partitions
         ends: dict[int, int] = {}
         for partition in partitions:
-            low, high = consumer.get_watermark_offsets(
-                KafkaPartition(topic, partition), timeout=timeout_s
+            low, high = watermark_offsets(
+                consumer, KafkaPartition(topic, partition), timeout_s
             )
             if high > low:
                 ends[partition] = high

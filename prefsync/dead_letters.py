@@ -32,6 +32,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
+from consumers.kafka import watermark_offsets
 from prefsync.codec import SchemaCatalog, WireCodec
 from prefsync.config import Settings
 from prefsync.errors import DecodeError, DecryptError, PrefsyncError, StackError
@@ -77,9 +78,7 @@ def _assign_from_position(
             raise StackError(f"dead-letter topic {topic} not found")
         partitions = [TopicPartition(topic, p) for p in sorted(found.partitions)]
         ends = {
-            p.partition: consumer.get_watermark_offsets(p, timeout=METADATA_TIMEOUT_S)[
-                1
-            ]
+            p.partition: watermark_offsets(consumer, p, METADATA_TIMEOUT_S)[1]
             for p in partitions
         }
         starts = consumer.committed(partitions, timeout=METADATA_TIMEOUT_S)

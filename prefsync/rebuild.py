@@ -51,6 +51,7 @@ from confluent_kafka import (
 from redis.cluster import RedisCluster
 from tqdm import tqdm
 
+from consumers.kafka import watermark_offsets
 from prefsync.config import Settings
 from prefsync.datakeys import journal_key, read_compacted
 from prefsync.domain.join import join
@@ -218,9 +219,7 @@ def _assign_all(consumer: Consumer, topic: str) -> dict[int, tuple[int, int]]:
                 "PREFSYNC_TOPIC_SNAPSHOTS to the topic it publishes to"
             )
         ends = {
-            p: consumer.get_watermark_offsets(
-                TopicPartition(topic, p), timeout=METADATA_TIMEOUT_S
-            )
+            p: watermark_offsets(consumer, TopicPartition(topic, p), METADATA_TIMEOUT_S)
             for p in sorted(found.partitions)
         }
     except KafkaException as exc:

@@ -595,10 +595,10 @@ class Worker:
         """Step 7: commit the batch's offsets of the partitions still assigned.
 
         In the loop the commit is sent without waiting for the reply. Every batch's
-        data is in Redis before its commit is sent, so a commit that fails (a
-        rebalance under way) loses nothing: the next commit or the synchronous one
-        on revoke and shutdown (``wait``) covers its offsets, and a crash in
-        between only applies the batch again.
+        data is in Redis before its commit is sent, so a failed commit (a rebalance
+        under way) loses nothing. The next commit, or the synchronous one on revoke
+        and shutdown (``wait``), covers its offsets. A crash in between only applies
+        the batch again.
         """
         offsets = [
             TopicPartition(topic, partition, offset)
