@@ -22,6 +22,18 @@ from prefsync.config import Settings
 
 log = structlog.get_logger()
 
+# At most one log line per commit error code in this many seconds.
+COMMIT_LOG_INTERVAL_S = 5.0
+# Pause between tries while a new partition's leader is not known yet.
+LEADER_RETRY_DELAY_S = 0.1
+# Errors of a partition whose leadership is not settled yet (a new topic, a broker
+# restart); librdkafka does not always flag them retriable.
+LEADER_PENDING = (
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.UNKNOWN_TOPIC_OR_PART,
+)
+
 __all__ = ["consumer_config", "create_consumer", "next_offsets", "watermark_offsets"]
 
 
@@ -46,7 +58,7 @@ def consumer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
         # End-of-partition events tell `prefsync worker --until-caught-up` when to stop.
         "enable.partition.eof": True,
         "queued.max.messages.kbytes": 65_536,
-        "on_commit": _log_commit,
+        "on_commit": CommitLog(),
     }
     if settings.group_instance_id:
         # Static membership: a restarted worker with the same id takes its partitions
@@ -56,14 +68,39 @@ def consumer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
     return config
 
 
-def _log_commit(error: KafkaError | None, partitions: list[TopicPartition]) -> None:
-    """Log a failed offset commit; the worker's next commit covers its offsets."""
-    if error is not None:
+class CommitLog:
+    """Log failed offset commits once per error code and interval.
+
+    While a group rebalances, every commit the worker sends fails the same way
+    (ILLEGAL_GENERATION) until it rejoins, which at low rates is hundreds of
+    commits. The next commit covers their offsets, so one line per
+    ``interval_s`` with the count of failures is enough.
+    """
+
+    def __init__(self, interval_s: float = COMMIT_LOG_INTERVAL_S):
+        self.interval_s = interval_s
+        self.failures = 0
+        self._logged_at: dict[int, float] = {}
+        self._suppressed: dict[int, int] = {}
+
+    def __call__(
+        self, error: KafkaError | None, partitions: list[TopicPartition]
+    ) -> None:
+        if error is None:
+            return
+        self.failures += 1
+        code = error.code()
+        now = time.monotonic()
+        if now - self._logged_at.get(code, -self.interval_s) < self.interval_s:
+            self._suppressed[code] = self._suppressed.get(code, 0) + 1
+            return
+        self._logged_at[code] = now
         log.warning(
             "offsets.commit_failed",
             error=error.str(),
             when="reply",
             partitions=[f"{p.topic}[{p.partition}]" for p in partitions],
+            similar_failures_not_logged=self._suppressed.pop(code, 0),
         )
 
 
@@ -81,17 +118,6 @@ def next_offsets(messages: Iterable[Message]) -> list[TopicPartition]:
         if offset > highest.get(key, -1):
             highest[key] = offset
     return [TopicPartition(t, p, o + 1) for (t, p), o in highest.items()]
-
-
-# Pause between tries while a new partition's leader is not known yet.
-LEADER_RETRY_DELAY_S = 0.1
-# Errors of a partition whose leadership is not settled yet (a new topic, a broker
-# restart); librdkafka does not always flag them retriable.
-LEADER_PENDING = (
-    KafkaError.NOT_LEADER_FOR_PARTITION,
-    KafkaError.LEADER_NOT_AVAILABLE,
-    KafkaError.UNKNOWN_TOPIC_OR_PART,
-)
 
 
 def watermark_offsets(
