@@ -172,6 +172,8 @@ class Worker:
         self._continuity = Continuity()
         # Assigned partitions whose committed offset could not be read yet.
         self._unverified: set[Partition] = set()
+        # The last offset commit sent per partition, whether or not it succeeded.
+        self._sent: dict[Partition, int] = {}
         # Set by a rebalance: kept partitions are sought to their expected offsets.
         self._reseek = False
         self._check_watermarks_at = 0.0
@@ -292,6 +294,9 @@ class Worker:
             except KafkaException as exc:
                 log.error("offsets.commit_failed", error=str(exc), when="shutdown")
                 self.metrics.errors.labels("kafka_commit").inc()
+        else:
+            # The last commit sent without waiting may not have reached Kafka yet.
+            self._commit_sent(set(self.assignment), "shutdown")
         try:
             self.consumer.close()
         except (KafkaException, RuntimeError) as exc:
@@ -607,6 +612,8 @@ class Worker:
         ]
         if offsets:
             self.consumer.commit(offsets=offsets, asynchronous=not wait)
+            for p in offsets:
+                self._sent[(p.topic, p.partition)] = p.offset
             self.metrics.commits.inc()
             log.debug(
                 "batch.committed",
@@ -676,6 +683,7 @@ class Worker:
         offset = OFFSET_BEGINNING if stored is None else stored
         self.consumer.seek(TopicPartition(tp[0], tp[1], offset))
         self._continuity.start(tp, stored)
+        self._sent.pop(tp, None)
         self._watermarks.wrote(tp, stored)
 
     def _periodic_tasks(self) -> None:
@@ -844,8 +852,29 @@ class Worker:
             except KafkaException as exc:
                 log.error("offsets.commit_failed", error=str(exc), when="revoke")
                 self.metrics.errors.labels("kafka_commit").inc()
+        self._commit_sent(revoked, "revoke")
         self._drop(revoked, "partitions.revoked")
         self._after_rebalance()
+
+    def _commit_sent(self, partitions: set[Partition], when: str) -> None:
+        """Commit again, and wait for, the last offsets sent for ``partitions``.
+
+        A commit sent without waiting fails while the group rebalances. Committing
+        the same offsets before the partitions move spares their new owner from
+        applying those batches again.
+        """
+        offsets = [
+            TopicPartition(tp[0], tp[1], offset)
+            for tp, offset in sorted(self._sent.items())
+            if tp in partitions and tp in self.assignment
+        ]
+        if not offsets:
+            return
+        try:
+            self.consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:
+            log.warning("offsets.commit_failed", error=str(exc), when=when)
+            self.metrics.errors.labels("kafka_commit").inc()
 
     def _on_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Another member may own these partitions already: committing is not allowed.
@@ -866,6 +895,7 @@ class Worker:
             self._pending = remaining if len(remaining) else None
         self._unverified -= partitions
         for tp in partitions:
+            self._sent.pop(tp, None)
             self._watermarks.revoked(tp)
             self._continuity.forget(tp)
             with contextlib.suppress(KeyError):
