@@ -125,7 +125,7 @@ def watermark_offsets(
 ) -> tuple[int, int]:
     """Return a partition's ``(low, high)`` offsets, retrying retriable errors.
 
-    Right after a topic is created the broker can answer NOT_LEADER_FOR_PARTITION
+    Right after a topic is created the broker can return NOT_LEADER_FOR_PARTITION
     until the partition's leadership is known; that error is retried until
     ``timeout_s`` runs out.
 

@@ -238,7 +238,7 @@ def _lowest(
     folded: dict[Partition, int | None] = {}
     missing: set[Partition] = set()
     for (tp, _), value in zip(keys, values, strict=True):
-        if value is None or value is False:
+        if value is None:
             missing.add(tp)
             folded[tp] = None
         elif tp not in missing:
@@ -926,7 +926,7 @@ class SnapshotStore:
 
         In Redis Cluster each primary keeps its own copy (a hash tag that maps to
         one of its slots), because a primary that loses its data loses the
-        customers of its slots, whatever primary holds the watermark.
+        customers of its slots, whichever primary contains the watermark.
         """
         if self._watermark_tags is None:
             self._watermark_tags = _primary_tags(self.client)

@@ -109,8 +109,8 @@ class Continuity:
             self._seeked[tp] = gap
             self._dropping.add(tp)
             return Verdict.SEEK_BACK, gap
-        # The expected message, a gap outside the checked moments, or the same gap
-        # right after a seek-back: those offsets contain no message.
+        # Accepted: the expected message, a gap outside the checked moments, or the
+        # same gap right after a seek-back, whose offsets then contain no message.
         confirmed = gap is not None and tp in self._armed
         self._armed.discard(tp)
         self._seeked.pop(tp, None)

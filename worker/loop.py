@@ -644,10 +644,10 @@ class Worker:
         self.metrics.paused.set(0)
 
     def _seek_expected(self, partitions: set[Partition]) -> None:
-        """Seek resumed partitions to the offset after their last accepted message.
+        """Seek ``partitions`` to the offset after their last accepted message.
 
-        After a partition end-of-file event librdkafka resumes one past the log end,
-        which skips the next message (see worker/continuity.py).
+        Called after a resume and after a rebalance: librdkafka skipped a message at
+        both moments (see worker/continuity.py).
         """
         for tp in sorted(partitions):
             expected = self._continuity.expected(tp)

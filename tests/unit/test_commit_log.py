@@ -29,7 +29,7 @@ def test_all_failures_counted() -> None:
 
 
 def test_suppressed_count_reported() -> None:
-    """The next line after the interval says how many were not logged."""
+    """The next line after the interval reports how many were not logged."""
     commit_log = CommitLog(interval_s=0.0)
     commit_log._suppressed[ILLEGAL.code()] = 3
     with capture_logs() as logs:

@@ -21,7 +21,7 @@ def test_next_offset_accepted() -> None:
 
 
 def test_gap_seeks_back() -> None:
-    """A message past the expected offset asks for a seek to the expected one."""
+    """A message past the expected offset requests a seek to the expected one."""
     assert _tracker().check(TP, 11) == (Verdict.SEEK_BACK, Gap(10, 11))
 
 
@@ -55,7 +55,7 @@ def test_refetched_message_accepted() -> None:
 
 
 def test_same_gap_twice_is_real() -> None:
-    """The same gap right after seeking back holds no message and is accepted."""
+    """The same gap right after seeking back contains no message and is accepted."""
     tracker = _tracker()
     tracker.check(TP, 13)
     tracker.begin()

@@ -11,7 +11,7 @@ PARTITION = TopicPartition("prefsync.keys", 0)
 
 
 class FlakyConsumer:
-    """Fails with ``error`` for the first ``failures`` calls, then answers."""
+    """Fails with ``error`` for the first ``failures`` calls, then returns offsets."""
 
     def __init__(self, error: int, failures: int):
         self.error = error
@@ -28,7 +28,7 @@ class FlakyConsumer:
 
 
 def test_not_leader_retried() -> None:
-    """NOT_LEADER_FOR_PARTITION is retried until the broker answers."""
+    """NOT_LEADER_FOR_PARTITION is retried until the broker returns offsets."""
     consumer = FlakyConsumer(KafkaError.NOT_LEADER_FOR_PARTITION, 3)
     assert watermark_offsets(consumer, PARTITION, 5.0) == (0, 42)  # type: ignore[arg-type]
 
