@@ -101,11 +101,13 @@ class DeferredJoins:
         self,
         store: SnapshotStore,
         stats: RebuildStats,
-        max_bytes: int = DEFERRED_MAX_BYTES,
+        max_bytes: int | None = None,
     ):
+        """``max_bytes``: held value bytes that trigger an early join
+        (``DEFERRED_MAX_BYTES`` when None)."""
         self._store = store
         self._stats = stats
-        self._max_bytes = max_bytes
+        self._max_bytes = DEFERRED_MAX_BYTES if max_bytes is None else max_bytes
         self._values: dict[str, list[TopicValue]] = {}
         self._bytes = 0
 
