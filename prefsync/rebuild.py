@@ -17,12 +17,13 @@ rebuild restores the erasure and older events stay ignored afterwards.
 
 Values are sealed under per-customer data keys, and the topic names each value's
 key by id only. Where Redis has no value for a customer, the rebuild stores the
-topic value as it is, spliced with its data key record from the key topic
-(``prefsync.keys``) into an envelope, with ``SET NX`` in one pipeline per chunk: no
-decryption and no new seal. Only customers that Redis already has (a running worker
-wrote them, or the topic has several values for them) are decrypted and joined as
-in step 3. A value whose data key the topic no longer has was shredded by an
-erasure: it is skipped and counted, never restored.
+newest topic value of the chunk as it is, spliced with its data key record from the
+key topic (``prefsync.keys``) into an envelope, with ``SET NX`` in one pipeline per
+chunk: no decryption and no new seal. Every other value of a customer (older values
+of the chunk, and values of customers that Redis already has) is held and joined in
+step 3 once per customer when the read ends (see :mod:`prefsync.rebuild_join`). A
+value whose data key the topic no longer has was shredded by an erasure: it is
+skipped and counted, never restored.
 
 NOTE: the ``SET NX`` path does not check the AES-GCM tag of a topic value. A value
 altered in Kafka fails when the worker or a terminal reads it, and the worker then

@@ -119,21 +119,26 @@ class DeferredJoins:
         self._values.setdefault(item.customer_id, []).append(item)
         self._bytes += len(item.value)
         if self._bytes > self._max_bytes:
-            log.info(
-                "rebuild.join_early",
-                customers=len(self._values),
-                held_bytes=self._bytes,
-            )
-            self.flush()
+            self.flush(early=True)
 
-    def flush(self) -> None:
+    def flush(self, *, early: bool = False) -> None:
         """Join every held value into Redis and forget them.
+
+        ``early``: the held values passed the bound before the read ended.
 
         Raises:
             StoreUnavailable: Redis or the key journal could not be reached.
             PrefsyncError: writes kept conflicting with a running worker.
         """
         customers = list(self._values)
+        if not customers:
+            return
+        log.info(
+            "rebuild.join",
+            customers=len(customers),
+            held_bytes=self._bytes,
+            early=early,
+        )
         for start in range(0, len(customers), JOIN_BATCH_CUSTOMERS):
             batch = customers[start : start + JOIN_BATCH_CUSTOMERS]
             _join_batch(self._store, {c: self._values[c] for c in batch}, self._stats)

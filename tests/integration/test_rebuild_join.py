@@ -164,4 +164,5 @@ def test_join_early_when_full(
     view = to_view(store.read("E1"))
     assert view["display_name"] == "Ana"
     assert view["special_instructions"] == "no ice"
-    assert any(entry["event"] == "rebuild.join_early" for entry in logs)
+    joins = [entry for entry in logs if entry["event"] == "rebuild.join"]
+    assert any(entry["early"] for entry in joins)
