@@ -8,7 +8,7 @@ the read ends, or earlier when the held values pass ``DEFERRED_MAX_BYTES``. So e
 customer is decrypted, joined, read from Redis and written once, however many chunks
 its values span. Per customer:
 
-1. every held value is decrypted with its data key record from the key topic; a
+1. every held value is decrypted with its data key record from the key topic. A
    value whose bytes or snapshot bytes equal another one's is skipped, so each
    distinct snapshot is decoded and joined once;
 2. the join of those snapshots is joined with the value Redis has (one pipelined

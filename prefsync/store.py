@@ -883,8 +883,10 @@ class SnapshotStore:
         return plaintext
 
     def data_key_seen(self, customer_id: str) -> bytes:
-        """Return the id of the data key Redis had for a customer at the last read:
-        the stored value's, else that of a ``dek:{id}`` record; b"" for none.
+        """Return the id of the data key Redis had for a customer at the last read.
+
+        That is the stored value's key, else the key of a ``dek:{id}`` record, and
+        b"" when there was neither.
         """
         seen_id, legacy_id = self._seen.get(customer_id, (b"", None))
         return seen_id or legacy_id or b""

@@ -23,8 +23,8 @@ from tests.helpers import produce
 
 pytestmark = pytest.mark.integration
 
-# The generation is bytes 1-8 of a reference-form value; the rest is the data key
-# id, nonce and ciphertext, which a value stored without a new seal keeps.
+# The generation is bytes 1-8 of a reference-form value. The data key id, nonce and
+# ciphertext follow, and a value stored without a new seal keeps them.
 SEALED_PART_START = 9
 
 
@@ -37,9 +37,11 @@ def _snapshot(customer_id: str, version: int, **scalars: Any) -> Snapshot:
 def _seal_lineage(
     settings: Settings, keyring: Keyring, snapshots: list[Snapshot]
 ) -> list[bytes]:
-    """Write ``snapshots`` of one customer in turn under one new data key, journaled
-    to the key topic, as a worker does after Redis lost the customer; return the
-    topic values."""
+    """Write ``snapshots`` of one customer in turn under one new data key, and
+    return them in topic form.
+
+    The data key is journaled to the key topic, as a worker does after Redis lost
+    the customer."""
     journaling = SnapshotStore(
         connect(settings.redis_url),
         keyring,
