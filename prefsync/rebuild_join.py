@@ -157,9 +157,10 @@ def _join_batch(
             incoming[customer_id] = joined
     pending = set(incoming)
     for _attempt in range(MAX_WRITE_ATTEMPTS):
-        writes = _joined_writes(store, incoming, pending, stats)
+        writes, copied = _joined_writes(store, incoming, pending, stats)
         lost = set(store.write_sealed(writes))
         stats.customers_written += len(writes) - len(lost)
+        stats.written_without_seal += len(copied - lost)
         if not lost:
             return
         stats.write_conflicts += len(lost)
@@ -233,10 +234,12 @@ def _joined_writes(
     incoming: dict[str, _Joined],
     pending: set[str],
     stats: RebuildStats,
-) -> list[tuple[str, int, bytes]]:
-    """Read Redis, join, and return the writes of the customers that changed."""
+) -> tuple[list[tuple[str, int, bytes]], set[str]]:
+    """Read Redis and join; return the writes of the customers that changed, and
+    the customers whose write stores a topic value as it is."""
     current = store.read_many(pending)
     writes = []
+    copied = set()
     for customer_id in sorted(pending):
         stored = current[customer_id]
         if stored.error is not None:
@@ -255,9 +258,9 @@ def _joined_writes(
         if value is None:
             value = store.seal(snapshot, stored.generation + 1)
         else:
-            stats.written_without_seal += 1
+            copied.add(customer_id)
         writes.append((customer_id, stored.generation, value))
-    return writes
+    return writes, copied
 
 
 def _copy_of(
