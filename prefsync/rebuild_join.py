@@ -44,8 +44,8 @@ __all__ = [
 
 log = structlog.get_logger()
 
-# Topic value bytes held for joins before they are joined early. About 170,000
-# values of 370 bytes; Python's objects around them roughly double the memory.
+# Topic value bytes held for joins before they are joined early: about 180,000
+# values of 370 bytes. The Python objects around them add an estimated as much again.
 DEFERRED_MAX_BYTES = 64 * 1024 * 1024
 # Customers per Redis read and write pipeline of the join.
 JOIN_BATCH_CUSTOMERS = 2000
