@@ -46,6 +46,14 @@ _CANDIDATE = re.compile(
     r"[0-9](?![0-9])"
 )
 _SEPARATOR_RUN = re.compile(_SEPARATOR_CLASS + "+")
+# A UUID in its canonical 8-4-4-4-12 form, such as an event id. Its digit groups
+# joined by dashes passed as a card number for about 1 in 200 random UUIDs, so that
+# share of dead letters lost their payload. 32 hex digits in that layout are never a
+# card number, so the detector skips them.
+_UUID = re.compile(
+    r"(?<![0-9A-Fa-f])[0-9A-Fa-f]{8}(?:-[0-9A-Fa-f]{4}){3}-[0-9A-Fa-f]{12}"
+    r"(?![0-9A-Fa-f])"
+)
 _CVV_LABEL = (
     r"(?:cvv2?|cvc2?|cid|csc|cav2|cvn|security[ _-]?code|card[ _-]?code|"
     r"verification[ _-]?(?:code|value))"
@@ -86,6 +94,8 @@ def _is_card_number(candidate: str) -> bool:
 
 
 def _card_spans(text: str) -> list[tuple[int, int]]:
+    # Masked with letters of the same length, so the spans stay valid offsets.
+    text = _UUID.sub(lambda match: "x" * len(match.group()), text)
     spans: list[tuple[int, int]] = []
     position = 0
     while True:

@@ -185,6 +185,22 @@ def test_false_positive_rate() -> None:
     assert rate < MAX_FALSE_POSITIVE_RATE
 
 
+def test_uuids_not_cards() -> None:
+    """Random UUIDs, whose digit groups can look like a grouped card number, pass."""
+    rng = random.Random(5)
+    ids = [str(uuid.UUID(int=rng.getrandbits(128), version=4)) for _ in range(5000)]
+    flagged = [text for text in ids if find_card_number(text) is not None]
+    assert flagged == []
+
+
+def test_card_beside_uuid_found() -> None:
+    """A card number next to a UUID is still found and redacted in bytes."""
+    text = "266b8ae7-2633-4153-8095-6b4f6f088c68 4111 1111 1111 1111"
+    assert find_card_number(text) == (37, 56)
+    masked = redact_card_bytes(text.encode())
+    assert masked == text[:37].encode() + b"**** **** **** ****"
+
+
 def test_long_numeric_ids_flag_rate() -> None:
     """13-digit epoch milliseconds are flagged at about the Luhn rate of 10%."""
     rng = random.Random(11)
