@@ -55,7 +55,8 @@ from prefsync.datakeys import (
     parse_data_key,
     record_dek_id,
 )
-from prefsync.domain.encoding import decode_snapshot, encode_snapshot
+from prefsync.direct_get import DirectGet
+from prefsync.domain.encoding import decode_snapshot, decode_view, encode_snapshot
 from prefsync.domain.events import SOURCES
 from prefsync.domain.snapshot import Snapshot, Stamp
 from prefsync.envelope import (
@@ -293,6 +294,9 @@ class SnapshotStore:
         pseudonymizer: Pseudonymizer | None = None,
     ):
         self.client = client
+        self._get = (
+            DirectGet(client).get if isinstance(client, redis.Redis) else client.get
+        )
         self.keyring = keyring
         self.journal = journal
         self.actor = actor
@@ -405,20 +409,45 @@ class SnapshotStore:
 
         Raises:
             DecryptError: the stored value failed authentication.
+            StoreUnavailable: Redis could not be reached.
         """
+        value, record = self._get_one(customer_id)
+        stored = self._unseal(customer_id, value, record)
+        if stored.error is not None:
+            raise stored.error
+        return stored.snapshot
+
+    def read_view(self, customer_id: str) -> dict[str, Any] | None:
+        """Read one customer's preference view, or None when there is none.
+
+        The terminal's read: ``to_view(read(customer_id))``, with the view decoded
+        from the plaintext directly (:func:`decode_view`), without the snapshot's
+        stamps.
+
+        Raises:
+            DecryptError: the stored value failed authentication.
+            StoreUnavailable: Redis could not be reached.
+        """
+        value, record = self._get_one(customer_id)
+        try:
+            plaintext = self._open(customer_id, value, record)
+            return None if plaintext is None else decode_view(plaintext, customer_id)
+        except ValueError as exc:
+            raise DecryptError(f"invalid snapshot: {exc}") from exc
+
+    def _get_one(self, customer_id: str) -> tuple[bytes | None, bytes | None]:
+        """Return one customer's ``(value, dek:{id} record)``: a second GET only for a
+        value of the two-key layout."""
         self.keyring.maybe_reload()
         try:
-            value = self.client.get(snapshot_key(customer_id))
+            value = self._get(snapshot_key(customer_id))
             record = None
-            if value is not None and value[:1] != bytes([ENVELOPE_FORMAT]):  # type: ignore[index]
+            if value is not None and value[:1] != bytes([ENVELOPE_FORMAT]):
                 record = self.client.get(data_key_key(customer_id))
         except redis.RedisError as exc:
             raise StoreUnavailable(f"Redis read failed: {type(exc).__name__}") from exc
         self._bound_tracking()
-        stored = self._unseal(customer_id, value, record)  # type: ignore[arg-type]
-        if stored.error is not None:
-            raise stored.error
-        return stored.snapshot
+        return value, record  # type: ignore[return-value]
 
     def read_raw(self, customer_id: str) -> bytes | None:
         """Return a customer's value in reference form, as the snapshot topic
@@ -747,21 +776,14 @@ class SnapshotStore:
     ) -> Stored:
         """Decrypt a value of any format; ``record`` is the ``dek:{id}`` record
         read beside it (two-key layout), or one from the key topic."""
-        embedded = None if value is None else envelope_record(value)
-        if embedded is not None:
-            record = embedded
-        self._present[customer_id] = (
-            b"" if record is None else record[:_RECORD_ID_EPOCH_BYTES]
-        )
-        self._track_seen(customer_id, value, record, embedded is not None)
         if value is None:
-            self._cache_record(customer_id, record)
+            self._open(customer_id, value, record)
             return Stored(0, None)
         generation = 0
         if len(value) >= _HEADER_BYTES:
             (generation,) = _GENERATION.unpack_from(value, 1)
         try:
-            plaintext = self._plaintext(customer_id, value, record)
+            plaintext = self._open(customer_id, value, record)
             if plaintext is None:
                 return Stored(generation, None)
             snapshot = decode_snapshot(plaintext)
@@ -774,6 +796,29 @@ class SnapshotStore:
                 generation, None, DecryptError("snapshot of another customer")
             )
         return Stored(generation, snapshot)
+
+    def _open(
+        self, customer_id: str, value: bytes | None, record: bytes | None
+    ) -> bytes | None:
+        """Note what a read found and return the snapshot bytes of ``value``.
+
+        None for a missing value or a key-only envelope.
+
+        Raises:
+            DecryptError: the value or its data key failed authentication.
+            ValueError: the compressed snapshot is invalid.
+        """
+        embedded = None if value is None else envelope_record(value)
+        if embedded is not None:
+            record = embedded
+        self._present[customer_id] = (
+            b"" if record is None else record[:_RECORD_ID_EPOCH_BYTES]
+        )
+        self._track_seen(customer_id, value, record, embedded is not None)
+        if value is None:
+            self._cache_record(customer_id, record)
+            return None
+        return self._plaintext(customer_id, value, record)
 
     def _track_seen(
         self,

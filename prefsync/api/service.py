@@ -20,7 +20,6 @@ import structlog
 
 from prefsync.api.errors import ApiError
 from prefsync.defaults.registry import DefaultsRegistry
-from prefsync.domain.view import to_view
 from prefsync.errors import DecryptError, StoreUnavailable
 from prefsync.rules import Context, Line, Outcome, Overrides, Policy, evaluate
 from prefsync.rules.money import UnknownCurrency, minor_digits
@@ -95,11 +94,10 @@ class Lookup:
         """
         started_ns = time.perf_counter_ns()
         try:
-            snapshot = self.store.read(customer_id)
+            view = self.store.read_view(customer_id)
         except (DecryptError, StoreUnavailable) as exc:
             log.error("lookup.failed", error_class=type(exc).__name__)
             raise store_error(exc) from exc
-        view = to_view(snapshot)
         return ProfileRead(view, (time.perf_counter_ns() - started_ns) // 1000)
 
     def apply_for(

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from prefsync.bench.stats import Latency
-from prefsync.domain.view import to_view
 from prefsync.progress import Progress
 from prefsync.store import SnapshotStore, snapshot_key
 
@@ -29,10 +28,7 @@ LookupFunction = Callable[[str], Any]
 def terminal_lookup(store: SnapshotStore) -> LookupFunction:
     """Return the lookup a terminal does: read, decrypt, decode, build the view."""
 
-    def lookup(customer_id: str) -> Any:
-        return to_view(store.read(customer_id))
-
-    return lookup
+    return store.read_view
 
 
 def plain_get(store: SnapshotStore) -> LookupFunction:

@@ -11,7 +11,7 @@ from typing import Any
 
 from prefsync.domain.snapshot import Snapshot
 
-__all__ = ["mask_token", "masked_view", "to_view"]
+__all__ = ["build_view", "mask_token", "masked_view", "to_view"]
 
 _EPOCH = dt.date(1970, 1, 1)
 
@@ -25,10 +25,21 @@ def to_view(snapshot: Snapshot | None) -> dict[str, Any] | None:
         name: {k: v for k, (_, v) in m.entries.items() if v is not None}
         for name, m in snapshot.maps.items()
     }
+    return build_view(snapshot.customer_id, scalars, maps)
+
+
+def build_view(
+    customer_id: str, scalars: dict[str, Any], maps: dict[str, dict[Any, Any]]
+) -> dict[str, Any] | None:
+    """Return the view of a customer's visible values, or None when there are none.
+
+    ``scalars`` maps field names to values and ``maps`` map field names to their
+    entries, both without the stamps and without cleared (None) values.
+    """
     if not scalars and not any(maps.values()):
         return None
     return {
-        "customer_id": snapshot.customer_id,
+        "customer_id": customer_id,
         "display_name": scalars.get("display_name"),
         "dietary": sorted(maps.get("dietary", {})),
         "allergies": {
