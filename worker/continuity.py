@@ -98,8 +98,8 @@ class Continuity:
         """
         expected = self._expected.get(tp)
         if offset == expected and tp not in self._armed and tp not in self._dropping:
-            # The common case, checked first because it runs for every message: the
-            # expected offset outside a checked moment. An unarmed partition has no
+            # The expected offset on a partition outside a checked moment is the
+            # common case, so it is checked first. An unarmed partition has no
             # seek-back gap to clear.
             self._expected[tp] = offset + 1
             return Verdict.ACCEPT, None

@@ -578,6 +578,8 @@ class Worker:
                     self.snapshots.publish(customer_id, value)
             batch.produced = True
         # Both share one producer, so the first wait covers the messages of both.
+        # TODO: overlap this wait and the key journal's with decoding the next
+        # batch. Together they took 1.4 to 2.6 us per event in bench step timings.
         remaining, failures = self.dead_letters.wait(PUBLISH_WAIT_S)
         if self.snapshots is not None:
             failures += self.snapshots.wait(0)[1]

@@ -145,7 +145,7 @@ def test_arm_without_expectation() -> None:
 
 
 def test_consecutive_offsets_accepted() -> None:
-    """After the first message, the next offset is accepted and moves on."""
+    """A later consecutive offset is accepted and moves the expected offset."""
     tracker = _tracker()
     tracker.check(TP, 10)
     assert tracker.check(TP, 11) == (Verdict.ACCEPT, None)
