@@ -50,6 +50,7 @@ __all__ = [
     "to_reference",
     "value_dek_id",
     "value_generation",
+    "with_generation",
 ]
 
 LEGACY_VALUE_FORMAT = 1
@@ -115,6 +116,15 @@ def value_generation(value: bytes) -> int:
     """Return the generation of a value of any format (bytes 1-8)."""
     (generation,) = _GENERATION.unpack_from(value, 1)
     return generation  # type: ignore[no-any-return]
+
+
+def with_generation(value: bytes, generation: int) -> bytes:
+    """Return a value of any format with its generation (bytes 1-8) replaced.
+
+    The generation is not part of the associated data, so the value still
+    decrypts; the check-and-set script compares it to order writes.
+    """
+    return value[:1] + _GENERATION.pack(generation) + value[_HEADER_BYTES:]
 
 
 def _is_reference(value: bytes) -> bool:

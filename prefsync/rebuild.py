@@ -17,12 +17,13 @@ rebuild restores the erasure and older events stay ignored afterwards.
 
 Values are sealed under per-customer data keys, and the topic names each value's
 key by id only. Where Redis has no value for a customer, the rebuild stores the
-topic value as it is, spliced with its data key record from the key topic
-(``prefsync.keys``) into an envelope, with ``SET NX`` in one pipeline per chunk: no
-decryption and no new seal. Only customers that Redis already has (a running worker
-wrote them, or the topic has several values for them) are decrypted and joined as
-in step 3. A value whose data key the topic no longer has was shredded by an
-erasure: it is skipped and counted, never restored.
+newest topic value of the chunk as it is, spliced with its data key record from the
+key topic (``prefsync.keys``) into an envelope, with ``SET NX`` in one pipeline per
+chunk: no decryption and no new seal. Every other value of a customer (older values
+of the chunk, and values of customers that Redis already has) is held and joined in
+step 3 once per customer when the read ends (see :mod:`prefsync.rebuild_join`). A
+value whose data key the topic no longer has was shredded by an erasure: it is
+skipped and counted, never restored.
 
 NOTE: the ``SET NX`` path does not check the AES-GCM tag of a topic value. A value
 altered in Kafka fails when the worker or a terminal reads it, and the worker then
@@ -36,7 +37,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 import redis
 import structlog
@@ -54,10 +55,9 @@ from tqdm import tqdm
 from consumers.kafka import watermark_offsets
 from prefsync.config import Settings
 from prefsync.datakeys import journal_key, read_compacted
-from prefsync.domain.join import join
-from prefsync.domain.snapshot import Snapshot
 from prefsync.envelope import LEGACY_VALUE_FORMAT, sealed_dek_id, to_envelope
-from prefsync.errors import PrefsyncError, StackError, StoreUnavailable
+from prefsync.errors import StackError, StoreUnavailable
+from prefsync.rebuild_join import DeferredJoins, RebuildStats, TopicValue
 from prefsync.store import SnapshotStore, snapshot_key
 from worker.main import build_store
 
@@ -70,29 +70,12 @@ log = structlog.get_logger()
 PREFETCH_KBYTES = 131072
 # Messages per chunk, and so SET NX commands per pipeline.
 CHUNK_MESSAGES = 5000
-MAX_WRITE_ATTEMPTS = 20
 METADATA_TIMEOUT_S = 30.0
 POLL_TIMEOUT_S = 1.0
 PROGRESS_LOG_INTERVAL_S = 5.0
 # A read that returns nothing for this long, before every partition reached its
 # end, fails the rebuild instead of hanging.
 STALL_TIMEOUT_S = 60.0
-
-
-@dataclass
-class RebuildStats:
-    """Counts of the messages a rebuild read and the customers it wrote."""
-
-    messages: int = 0
-    customers_written: int = 0
-    customers_copied: int = 0
-    customers_unchanged: int = 0
-    unreadable_in_topic: int = 0
-    shredded_in_topic: int = 0
-    unreadable_in_redis: int = 0
-    write_conflicts: int = 0
-    watermarks: int = 0
-    seconds: float = 0.0
 
 
 class _Progress:
@@ -155,6 +138,7 @@ def rebuild(
             "queued.max.messages.kbytes": PREFETCH_KBYTES,
         }
     )
+    joins = DeferredJoins(store, stats)
     log.info("rebuild.start", topic=settings.topics.snapshots)
     try:
         # Assigned first, so librdkafka fetches snapshots in its own threads while
@@ -164,11 +148,12 @@ def rebuild(
             journaled = read_compacted(settings.kafka_bootstrap, settings.topics.keys)
         meter = _Progress(sum(high - low for low, high in ends.values()), progress)
         for chunk in _read_to_end(consumer, ends):
-            _join_chunk(store, chunk, stats, journaled)
+            _store_chunk(store, chunk, joins, stats, journaled)
             meter.update(stats.messages, stats)
         meter.close()
     finally:
         consumer.close()
+    joins.flush()
     if committed:
         store.raise_watermarks(settings.consumer_group, committed)
         stats.watermarks = len(committed)
@@ -269,50 +254,47 @@ def _read_to_end(
         yield chunk
 
 
-_Paired = tuple[str, bytes, Message, bytes | None]
-"""A topic value with its customer id, message and data key record (None for
-format 1 values)."""
-
-
-def _join_chunk(
+def _store_chunk(
     store: SnapshotStore,
     chunk: list[Message],
+    joins: DeferredJoins,
     stats: RebuildStats,
     journaled: dict[bytes, bytes],
 ) -> None:
-    """Store one chunk of topic snapshots: copy where Redis has none, else join."""
+    """Copy each customer's newest value of the chunk where Redis has none, and
+    hold every other value for the join."""
     stats.messages += len(chunk)
-    paired = _pair_data_keys(chunk, journaled, stats)
-    repeated = _repeated_customers(paired)
-    copies = [item for item in paired if item[0] not in repeated]
+    newest: dict[str, TopicValue] = {}
+    for item in _pair_data_keys(chunk, journaled, stats):
+        if item.customer_id in joins:
+            joins.add(item)
+            continue
+        older = newest.get(item.customer_id)
+        if older is not None:
+            # Offsets of one customer grow within its partition: keep the newest.
+            joins.add(older)
+        newest[item.customer_id] = item
+    copies = list(newest.values())
     existing = _copy_missing(store, copies)
     stats.customers_copied += len(copies) - len(existing)
-    joins = [item for item in paired if item[0] in repeated or item[0] in existing]
-    if joins:
-        _join_items(store, joins, stats)
+    for item in copies:
+        if item.customer_id in existing:
+            joins.add(item)
 
 
-def _repeated_customers(items: list[_Paired]) -> set[str]:
-    seen: set[str] = set()
-    repeated: set[str] = set()
-    for customer_id, *_ in items:
-        if customer_id in seen:
-            repeated.add(customer_id)
-        seen.add(customer_id)
-    return repeated
-
-
-def _copy_missing(store: SnapshotStore, items: list[_Paired]) -> set[str]:
+def _copy_missing(store: SnapshotStore, items: list[TopicValue]) -> set[str]:
     """Store each value, as an envelope with its record, where Redis has no value.
 
     Returns:
         The customers that Redis already has a value for: they need the join.
     """
     pairs = []
-    for customer_id, value, _message, record in items:
+    for item in items:
         # A format 1 value is sealed under a keyring key and has no record.
-        stored = value if record is None else to_envelope(value, record)
-        pairs.append((snapshot_key(customer_id).encode(), stored))
+        stored = (
+            item.value if item.record is None else to_envelope(item.value, item.record)
+        )
+        pairs.append((snapshot_key(item.customer_id).encode(), stored))
     try:
         if isinstance(store.client, RedisCluster):
             written = _set_if_missing_cluster(store.client, pairs)
@@ -320,7 +302,11 @@ def _copy_missing(store: SnapshotStore, items: list[_Paired]) -> set[str]:
             written = _set_if_missing(store.client, pairs)
     except redis.RedisError as exc:
         raise StoreUnavailable(f"Redis write failed: {type(exc).__name__}") from exc
-    return {item[0] for item, stored in zip(items, written, strict=True) if not stored}
+    return {
+        item.customer_id
+        for item, stored in zip(items, written, strict=True)
+        if not stored
+    }
 
 
 def _set_if_missing(
@@ -366,52 +352,15 @@ def _set_if_missing_cluster(
     return [bool(result) for result in pipe.execute()]
 
 
-def _join_items(
-    store: SnapshotStore, items: list[_Paired], stats: RebuildStats
-) -> None:
-    """Decrypt, join and write with the generation check (step 3 above)."""
-    incoming: dict[str, Snapshot] = {}
-    for customer_id, value, message, record in items:
-        # The record from the key topic, not the one in Redis: Redis may hold a
-        # different (older or newer) data key for the customer.
-        stored = store.unseal_with_record(customer_id, value, record)
-        if stored.snapshot is None:
-            stats.unreadable_in_topic += 1
-            log.error(
-                "rebuild.value_unreadable",
-                partition=message.partition(),
-                offset=message.offset(),
-                error=str(stored.error),
-            )
-            continue
-        previous = incoming.get(customer_id)
-        incoming[customer_id] = (
-            stored.snapshot if previous is None else join(previous, stored.snapshot)
-        )
-    pending = set(incoming)
-    for _attempt in range(MAX_WRITE_ATTEMPTS):
-        writes = _joined_writes(store, incoming, pending, stats)
-        lost = set(store.write_sealed(writes))
-        stats.customers_written += len(writes) - len(lost)
-        if not lost:
-            return
-        stats.write_conflicts += len(lost)
-        pending = lost
-    raise PrefsyncError(
-        f"{len(pending)} customers still conflicted after {MAX_WRITE_ATTEMPTS} "
-        "attempts; a worker is updating them continuously, run the rebuild again"
-    )
-
-
 def _pair_data_keys(
     chunk: list[Message], journaled: dict[bytes, bytes], stats: RebuildStats
-) -> list[_Paired]:
+) -> list[TopicValue]:
     """Pair each topic value with its data key record from the key topic.
 
     Values whose record the topic no longer has were shredded by an erasure:
     dropped. Tombstones (null values) are skipped.
     """
-    kept: list[_Paired] = []
+    kept: list[TopicValue] = []
     legacy_format = bytes([LEGACY_VALUE_FORMAT])
     for message in chunk:
         key = message.key()
@@ -419,50 +368,25 @@ def _pair_data_keys(
         if key is None or value is None:
             continue
         customer_id = key.decode(errors="replace")
+        partition, offset = message.partition(), message.offset()
         dek_id = sealed_dek_id(value)
         if dek_id is not None:
             record = journaled.get(journal_key(customer_id, dek_id))
             if record is None:
                 stats.shredded_in_topic += 1
             else:
-                kept.append((customer_id, value, message, record))
+                kept.append(TopicValue(customer_id, value, record, partition, offset))
         elif value[:1] == legacy_format:
-            kept.append((customer_id, value, message, None))
+            kept.append(TopicValue(customer_id, value, None, partition, offset))
         else:
             stats.unreadable_in_topic += 1
             log.error(
                 "rebuild.value_unreadable",
-                partition=message.partition(),
-                offset=message.offset(),
+                partition=partition,
+                offset=offset,
                 error="unknown snapshot topic value format",
             )
     return kept
-
-
-def _joined_writes(
-    store: SnapshotStore,
-    incoming: dict[str, Snapshot],
-    pending: set[str],
-    stats: RebuildStats,
-) -> list[tuple[str, int, bytes]]:
-    current = store.read_many(pending)
-    writes = []
-    for customer_id in sorted(pending):
-        stored = current[customer_id]
-        if stored.error is not None:
-            # Never overwrite a value that fails authentication: it may be newer.
-            stats.unreadable_in_redis += 1
-            log.error("rebuild.redis_value_unreadable", error=str(stored.error))
-            continue
-        snapshot = incoming[customer_id]
-        if stored.snapshot is not None:
-            snapshot = join(stored.snapshot, snapshot)
-            if snapshot == stored.snapshot:
-                stats.customers_unchanged += 1
-                continue
-        value = store.seal(snapshot, stored.generation + 1)
-        writes.append((customer_id, stored.generation, value))
-    return writes
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:

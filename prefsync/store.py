@@ -882,6 +882,44 @@ class SnapshotStore:
         """
         return self._unseal(customer_id, value, record)
 
+    def open_with_record(
+        self, customer_id: str, value: bytes, record: bytes | None
+    ) -> bytes:
+        """Decrypt a value with a given data key record and return its MessagePack
+        snapshot bytes, undecoded.
+
+        Unlike :meth:`unseal_with_record`, it leaves the generation check's state
+        alone, so it may run after :meth:`read_many` and before the write. A rebuild
+        compares these bytes to decode each distinct snapshot once.
+
+        Raises:
+            DecryptError: the value or its data key failed authentication, or the
+                value is a key-only envelope.
+            ValueError: the compressed snapshot is invalid.
+        """
+        plaintext = self._plaintext(customer_id, value, record)
+        if plaintext is None:
+            raise DecryptError("key-only envelope: no snapshot to decrypt")
+        return plaintext
+
+    def data_key_seen(self, customer_id: str) -> bytes:
+        """Return the id of the data key Redis had for a customer at the last read.
+
+        That is the stored value's key, else the key of a ``dek:{id}`` record, and
+        b"" when there was neither.
+        """
+        seen_id, legacy_id = self._seen.get(customer_id, (b"", None))
+        return seen_id or legacy_id or b""
+
+    def use_data_key(self, customer_id: str, record: bytes) -> None:
+        """Make ``record``'s data key the one :meth:`write_sealed` stores with the
+        customer's next value.
+
+        A rebuild calls it after :meth:`read_many` found no value, to store a value
+        from the snapshot topic as it is, sealed under its own data key.
+        """
+        self._cache_record(customer_id, record)
+
     def unseal(self, customer_id: str, value: bytes | None) -> Stored:
         """Return one value decrypted, e.g. one read back from the snapshot topic."""
         if value is None:

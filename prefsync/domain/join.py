@@ -25,14 +25,11 @@ def join(left: Snapshot, right: Snapshot) -> Snapshot:
         raise ValueError("cannot join snapshots of two different customers")
     erased = _newest(left.erased, right.erased)
     result = Snapshot(left.customer_id, erased=erased)
-    for name in sorted(set(left.scalars) | set(right.scalars)):
-        candidates = [
-            side.scalars[name] for side in (left, right) if name in side.scalars
-        ]
-        stamp, value = max(candidates, key=lambda item: item[0])
-        if erased is None or stamp > erased:
-            result.scalars[name] = (stamp, value)
-    for name in sorted(set(left.maps) | set(right.maps)):
+    for name in sorted(left.scalars.keys() | right.scalars.keys()):
+        entry = _newer(left.scalars.get(name), right.scalars.get(name))
+        if erased is None or entry[0] > erased:
+            result.scalars[name] = entry
+    for name in sorted(left.maps.keys() | right.maps.keys()):
         merged = _join_map(left.maps.get(name), right.maps.get(name), erased)
         if merged.entries or merged.cleared is not None:
             result.maps[name] = merged
@@ -63,6 +60,18 @@ def _join_map(
     if erased is not None and cleared is not None and cleared <= erased:
         cleared = None
     return MapField(cleared, kept)
+
+
+def _newer(
+    left: tuple[Stamp, object] | None, right: tuple[Stamp, object] | None
+) -> tuple[Stamp, object]:
+    """Return the entry with the newer stamp, ``left`` on a tie; at least one of
+    the two is set."""
+    if left is None:
+        return right  # type: ignore[return-value]
+    if right is None or left[0] >= right[0]:
+        return left
+    return right
 
 
 def _newest(left: Stamp | None, right: Stamp | None) -> Stamp | None:
