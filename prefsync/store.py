@@ -502,11 +502,15 @@ class SnapshotStore:
         if not writes:
             return []
         created = self._proposals_used(writes)
-        if created and self.journal is not None:
+        journal = self.journal if created else None
+        if journal is not None:
             for customer_id, (data_key, _) in created.items():
-                self.journal.publish(customer_id, data_key.record)
-            self.journal.flush()
-        results = self._execute_writes(writes, created)
+                journal.publish(customer_id, data_key.record)
+        # Flushed after the pipeline is built and before it runs, so Kafka
+        # acknowledges the records while the commands are prepared.
+        results = self._execute_writes(
+            writes, created, before_execute=None if journal is None else journal.flush
+        )
         lost = []
         for (customer_id, _, value), written in zip(writes, results, strict=True):
             new, replaced = self._proposed.pop(customer_id, (None, None))
@@ -560,8 +564,14 @@ class SnapshotStore:
         self,
         writes: list[tuple[str, int, bytes]],
         created: dict[str, tuple[DataKey, DataKey | None]],
+        *,
+        before_execute: Callable[[], None] | None = None,
     ) -> list[int]:
-        """Run the check-and-set of every write; return 1 per value written."""
+        """Run the check-and-set of every write; return 1 per value written.
+
+        ``before_execute`` runs once the pipeline is built, before it is sent; when
+        it raises StoreUnavailable, nothing is sent.
+        """
         usage = self.keyring.drain_usage()
         calls: list[ScriptCall] = []
         sent: list[int] = []
@@ -576,7 +586,12 @@ class SnapshotStore:
                 pipe.hincrby(USAGE_KEY, key_id, count)
 
         try:
-            results = self._run_scripts(calls, then=count_usage)
+            results = self._run_scripts(
+                calls, then=count_usage, before_execute=before_execute
+            )
+        except StoreUnavailable:
+            self.keyring.restore_usage(usage)
+            raise
         except redis.RedisError as exc:
             self.keyring.restore_usage(usage)
             raise StoreUnavailable(f"Redis write failed: {type(exc).__name__}") from exc
@@ -622,8 +637,11 @@ class SnapshotStore:
         calls: list[ScriptCall],
         *,
         then: Callable[[Any], None] | None = None,
+        before_execute: Callable[[], None] | None = None,
     ) -> list[Any]:
         """Run script calls, then the commands ``then`` adds, in one pipeline.
+
+        ``before_execute`` runs after the pipeline is built and before it is sent.
 
         A plain pipeline loads its scripts before it runs, but a Redis Cluster
         pipeline only sends EVALSHA, so a node that has not seen a script yet (a new
@@ -639,6 +657,8 @@ class SnapshotStore:
             script(keys=keys, args=args, client=pipe)
         if then is not None:
             then(pipe)
+        if before_execute is not None:
+            before_execute()
         results: list[Any] = pipe.execute(raise_on_error=False)
         missing = [i for i, r in enumerate(results[: len(calls)]) if _no_script(r)]
         if missing:

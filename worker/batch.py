@@ -156,12 +156,27 @@ class Batch:
     replayed: set[Partition] = field(default_factory=set)
     # Whether this attempt's snapshots and dead letters were handed to the producer.
     produced: bool = False
+    # First and last offset per partition, kept up to date by add() so the
+    # per-batch offset steps do not walk every message again.
+    _bounds: dict[Partition, list[int]] = field(default_factory=dict, repr=False)
 
     def add(self, message: Message, outcome: Change | DecodeError) -> None:
         """Append one message; the batch must be written again."""
         self.entries.append((message, outcome))
+        self._track(message)
         self.stage = Stage.WRITE
         self.produced = False
+
+    def _track(self, message: Message) -> None:
+        tp = (message.topic(), message.partition())
+        offset = message.offset()
+        bounds = self._bounds.get(tp)
+        if bounds is None:
+            self._bounds[tp] = [offset, offset]
+        elif offset > bounds[1]:
+            bounds[1] = offset
+        elif offset < bounds[0]:
+            bounds[0] = offset
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -189,22 +204,13 @@ class Batch:
 
     def next_offsets(self) -> dict[Partition, int]:
         """Return, per partition, the offset after its last message."""
-        highest: dict[Partition, int] = {}
-        for message, _ in self.entries:
-            tp = (message.topic(), message.partition())
-            highest[tp] = max(highest.get(tp, -1), message.offset())
-        return {tp: offset + 1 for tp, offset in highest.items()}
+        return {tp: bounds[1] + 1 for tp, bounds in self._bounds.items()}
 
     def ranges(self) -> dict[str, list[int]]:
         """Return ``{"topic[partition]": [first offset, last offset]}`` for logs."""
-        bounds: dict[Partition, list[int]] = {}
-        for message, _ in self.entries:
-            tp = (message.topic(), message.partition())
-            offset = message.offset()
-            low_high = bounds.setdefault(tp, [offset, offset])
-            low_high[0] = min(low_high[0], offset)
-            low_high[1] = max(low_high[1], offset)
-        return {f"{t}[{p}]": bounds[(t, p)] for t, p in sorted(bounds)}
+        return {
+            f"{t}[{p}]": list(self._bounds[(t, p)]) for t, p in sorted(self._bounds)
+        }
 
     def commit_offsets(self) -> dict[Partition, int]:
         """Return the offsets to commit: every partition except replayed ones."""
@@ -220,10 +226,11 @@ class Batch:
         for message, outcome in self.entries:
             if (message.topic(), message.partition()) not in partitions:
                 kept.entries.append((message, outcome))
+                kept._track(message)
         kept.unreadable = dict(self.unreadable)
         kept.replayed = self.replayed - partitions
         return kept
 
     def partitions(self) -> set[Partition]:
         """Return the partitions the batch has messages of."""
-        return {(m.topic(), m.partition()) for m, _ in self.entries}
+        return set(self._bounds)

@@ -15,7 +15,7 @@ from prefsync.datakeys import data_key_key, read_compacted, record_dek_id
 from prefsync.domain.encoding import encode_snapshot
 from prefsync.domain.snapshot import Change, Snapshot, apply_change
 from prefsync.envelope import envelope_record, to_reference
-from prefsync.errors import DecryptError, KeyUsageExceeded
+from prefsync.errors import DecryptError, KeyUsageExceeded, StoreUnavailable
 from prefsync.store import USAGE_KEY, SnapshotStore, connect, snapshot_key
 from worker.main import build_store
 
@@ -240,3 +240,26 @@ def test_stale_copy_fails_with_warm_cache(store: SnapshotStore) -> None:
     stale = store.unseal("S1", to_reference(old_value))
     assert isinstance(stale.error, DecryptError)
     assert "data key mismatch" in str(stale.error)
+
+
+def test_journal_failure_writes_nothing(settings: Settings) -> None:
+    """A key journal flush that fails leaves Redis and the key usage unchanged."""
+    store = build_store(settings)
+    assert store.journal is not None
+    flush = store.journal.flush
+
+    def failing_flush(timeout_s: float = 30.0) -> None:
+        raise StoreUnavailable("key journal stopped by the test")
+
+    store.journal.flush = failing_flush  # type: ignore[method-assign]
+    with pytest.raises(StoreUnavailable, match="stopped by the test"):
+        store.write_many([(_snapshot("J1"), 0)])
+    client = redis.Redis.from_url(settings.redis_url)
+    assert client.get(snapshot_key("J1")) is None
+    assert client.hgetall(USAGE_KEY) == {}
+    store.journal.flush = flush  # type: ignore[method-assign]
+    _write(store, _snapshot("J1"))
+    assert client.hgetall(USAGE_KEY) != {}
+    journal = read_compacted(settings.kafka_bootstrap, settings.topics.keys)
+    record = _record(client, "J1")
+    assert journal[f"J1/{record_dek_id(record).hex()}".encode()] == record

@@ -172,3 +172,20 @@ def test_erasure_header_keeps_time_bound() -> None:
     message = HeaderMessage([("prefsync.erasure", b"1")])
     with pytest.raises(ValidationError):
         BOUNDS(message, _record(1, NOW_MS + 60_001))
+
+
+def test_without_keeps_remaining_offsets() -> None:
+    """A shrunk batch commits and logs only the offsets of its kept messages."""
+    kept = _batch().without({("a", 0)})
+
+    assert kept.next_offsets() == {("a", 1): 4, ("b", 0): 10}
+    assert kept.ranges() == {"a[1]": [3, 3], "b[0]": [9, 9]}
+
+
+def test_offsets_out_of_order() -> None:
+    """A message older than the partition's first widens its range downwards."""
+    batch = _batch()
+    batch.add(FakeMessage("a", 0, 2), Change("C4", (1, 0, 5, 0)))
+
+    assert batch.ranges()["a[0]"] == [2, 7]
+    assert batch.next_offsets()[("a", 0)] == 8

@@ -142,3 +142,18 @@ def test_arm_without_expectation() -> None:
     tracker = _tracker(None)
     tracker.arm(TP)
     assert tracker.check(TP, 50) == (Verdict.ACCEPT, None)
+
+
+def test_consecutive_offsets_accepted() -> None:
+    """A later consecutive offset is accepted and moves the expected offset."""
+    tracker = _tracker()
+    tracker.check(TP, 10)
+    assert tracker.check(TP, 11) == (Verdict.ACCEPT, None)
+    assert tracker.expected(TP) == 12
+
+
+def test_expected_offset_dropped_after_seek_back() -> None:
+    """The expected offset later in the result of a seek-back is dropped."""
+    tracker = _tracker()
+    tracker.check(TP, 11)
+    assert tracker.check(TP, 10) == (Verdict.DROP, None)
