@@ -94,6 +94,8 @@ def _is_card_number(candidate: str) -> bool:
 
 
 def _card_spans(text: str) -> list[tuple[int, int]]:
+    if _CANDIDATE.search(text) is None:
+        return []
     # Masked with letters of the same length, so the spans stay valid offsets.
     text = _UUID.sub(lambda match: "x" * len(match.group()), text)
     spans: list[tuple[int, int]] = []
