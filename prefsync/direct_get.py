@@ -14,13 +14,31 @@ and retries. So an outage or a restarted Redis behaves as before.
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Any
 
 import redis
-from redis.connection import AbstractConnection
+from redis.connection import Connection
 
 __all__ = ["DirectGet"]
+
+
+class _Held:
+    """A connection taken from the pool for one thread, returned when the thread's
+    storage is freed (the thread ended), so short-lived threads leak none."""
+
+    __slots__ = ("connection", "pid", "pool")
+
+    def __init__(self, pool: redis.ConnectionPool):
+        self.pool = pool
+        self.connection: Connection = pool.get_connection()
+        self.pid = os.getpid()
+
+    def __del__(self) -> None:
+        # A forked child's copy belongs to the parent's pool: leave it alone.
+        if self.pid == os.getpid():
+            self.pool.release(self.connection)
 
 
 class DirectGet:
@@ -37,10 +55,12 @@ class DirectGet:
             redis.RedisError: Redis could not be reached after redis-py's retries,
                 or the command failed.
         """
-        connection: AbstractConnection | None = getattr(self._local, "connection", None)
-        if connection is None:
-            connection = self._client.connection_pool.get_connection()
-            self._local.connection = connection
+        held: _Held | None = getattr(self._local, "held", None)
+        # A forked child inherits the thread's connection: it must open its own, or
+        # two processes would read each other's replies on one socket.
+        if held is None or held.pid != os.getpid():
+            held = self._local.held = _Held(self._client.connection_pool)
+        connection = held.connection
         encoded = key.encode()
         try:
             connection.send_packed_command(
@@ -51,13 +71,11 @@ class DirectGet:
         except redis.ResponseError:
             raise
         except (redis.RedisError, OSError):
-            self._drop(connection)
+            # The connection may still hold an unread reply: close it before the
+            # pool gets it back.
+            self._local.held = None
+            connection.disconnect()
             return self._client.get(key)
         if isinstance(reply, redis.ResponseError):
             raise reply
         return reply
-
-    def _drop(self, connection: AbstractConnection) -> None:
-        self._local.connection = None
-        connection.disconnect()
-        self._client.connection_pool.release(connection)

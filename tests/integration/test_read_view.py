@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gc
+import threading
+
 import pytest
 import redis
 
@@ -90,3 +93,24 @@ def test_direct_get_wrong_type_raises(store: SnapshotStore) -> None:
     with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
         direct.get("h1")
     assert direct.get("k1") == b"v1"
+
+
+def test_direct_get_threads_return_connections(settings: Settings) -> None:
+    """Connections of threads that ended are reused by later threads."""
+    client = redis.Redis.from_url(settings.redis_url, client_name="direct-get-test")
+    client.set("k1", b"v1")
+    direct = DirectGet(client)
+    values: list[bytes] = []
+    for _round in range(3):
+        threads = [
+            threading.Thread(target=lambda: values.append(direct.get("k1")))
+            for _ in range(8)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        gc.collect()
+    named = [c for c in client.client_list() if c["name"] == "direct-get-test"]
+    assert values == [b"v1"] * 24
+    assert len(named) <= 9
