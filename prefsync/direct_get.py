@@ -24,7 +24,7 @@ from redis.connection import Connection
 __all__ = ["DirectGet"]
 
 
-class _Held:
+class _ThreadConnection:
     """A connection taken from the pool for one thread, returned when the thread's
     storage is freed (the thread ended), so short-lived threads leak none."""
 
@@ -42,7 +42,7 @@ class _Held:
 
 
 class DirectGet:
-    """GET through a connection held by the calling thread (standalone Redis only)."""
+    """GET through a connection kept by the calling thread (standalone Redis only)."""
 
     def __init__(self, client: redis.Redis):
         self._client = client
@@ -55,12 +55,12 @@ class DirectGet:
             redis.RedisError: Redis could not be reached after redis-py's retries,
                 or the command failed.
         """
-        held: _Held | None = getattr(self._local, "held", None)
+        kept: _ThreadConnection | None = getattr(self._local, "kept", None)
         # A forked child inherits the thread's connection: it must open its own, or
         # two processes would read each other's replies on one socket.
-        if held is None or held.pid != os.getpid():
-            held = self._local.held = _Held(self._client.connection_pool)
-        connection = held.connection
+        if kept is None or kept.pid != os.getpid():
+            kept = self._local.kept = _ThreadConnection(self._client.connection_pool)
+        connection = kept.connection
         encoded = key.encode()
         try:
             connection.send_packed_command(
@@ -73,7 +73,7 @@ class DirectGet:
         except (redis.RedisError, OSError):
             # The connection may still hold an unread reply: close it before the
             # pool gets it back.
-            self._local.held = None
+            self._local.kept = None
             connection.disconnect()
             return self._client.get(key)
         if isinstance(reply, redis.ResponseError):
