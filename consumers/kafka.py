@@ -80,6 +80,8 @@ class CommitLog:
     def __init__(self, interval_s: float = COMMIT_LOG_INTERVAL_S):
         self.interval_s = interval_s
         self.failures = 0
+        # Partitions of failed commits not yet taken by take_failed().
+        self._failed: set[tuple[str, int]] = set()
         self._logged_at: dict[int, float] = {}
         self._suppressed: dict[int, int] = {}
 
@@ -89,6 +91,7 @@ class CommitLog:
         if error is None:
             return
         self.failures += 1
+        self._failed.update((p.topic, p.partition) for p in partitions)
         code = error.code()
         now = time.monotonic()
         if now - self._logged_at.get(code, -self.interval_s) < self.interval_s:
@@ -102,6 +105,11 @@ class CommitLog:
             partitions=[f"{p.topic}[{p.partition}]" for p in partitions],
             similar_failures_not_logged=self._suppressed.pop(code, 0),
         )
+
+    def take_failed(self) -> set[tuple[str, int]]:
+        """Return the partitions whose commit failed since the last call."""
+        failed, self._failed = self._failed, set()
+        return failed
 
 
 def create_consumer(settings: Settings, **overrides: Any) -> Consumer:

@@ -32,13 +32,15 @@ class _ThreadConnection:
 
     def __init__(self, pool: redis.ConnectionPool):
         self.pool = pool
-        self.connection: Connection = pool.get_connection()
         self.pid = os.getpid()
+        self.connection: Connection = pool.get_connection()
 
     def __del__(self) -> None:
-        # A forked child's copy belongs to the parent's pool: leave it alone.
-        if self.pid == os.getpid():
-            self.pool.release(self.connection)
+        # Unset when get_connection() failed. A forked child's copy belongs to the
+        # parent's pool: leave it alone.
+        connection = getattr(self, "connection", None)
+        if connection is not None and self.pid == os.getpid():
+            self.pool.release(connection)
 
 
 class DirectGet:
@@ -56,13 +58,16 @@ class DirectGet:
                 or the command failed.
         """
         kept: _ThreadConnection | None = getattr(self._local, "kept", None)
-        # A forked child inherits the thread's connection: it must open its own, or
-        # two processes would read each other's replies on one socket.
-        if kept is None or kept.pid != os.getpid():
-            kept = self._local.kept = _ThreadConnection(self._client.connection_pool)
-        connection = kept.connection
-        encoded = key.encode()
+        connection = None
         try:
+            # A forked child inherits the thread's connection: it must open its
+            # own, or two processes would read each other's replies on one socket.
+            if kept is None or kept.pid != os.getpid():
+                kept = self._local.kept = _ThreadConnection(
+                    self._client.connection_pool
+                )
+            connection = kept.connection
+            encoded = key.encode()
             connection.send_packed_command(
                 (b"*2\r\n$3\r\nGET\r\n$%d\r\n%b\r\n" % (len(encoded), encoded),),
                 check_health=False,
@@ -70,12 +75,21 @@ class DirectGet:
             reply = connection.read_response()
         except redis.ResponseError:
             raise
+        except redis.TimeoutError:
+            # Redis accepted the command and did not answer in time: a second try
+            # through Redis.get would only wait as long again.
+            self._forget(connection)
+            raise
         except (redis.RedisError, OSError):
-            # The connection may still hold an unread reply: close it before the
-            # pool gets it back.
-            self._local.kept = None
-            connection.disconnect()
+            self._forget(connection)
             return self._client.get(key)
         if isinstance(reply, redis.ResponseError):
             raise reply
         return reply
+
+    def _forget(self, connection: Connection | None) -> None:
+        """Close the thread's connection, which may still hold an unread reply,
+        before the pool gets it back."""
+        self._local.kept = None
+        if connection is not None:
+            connection.disconnect()

@@ -47,6 +47,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
+from consumers.kafka import CommitLog
 from prefsync.codec import WireCodec
 from prefsync.config import Settings
 from prefsync.domain.snapshot import Change, Snapshot, apply_change
@@ -69,6 +70,8 @@ PUBLISH_WAIT_S = 1.0
 COMMITTED_TIMEOUT_S = 10.0
 COMMITTED_RETRY_TIMEOUT_S = 2.0
 LAG_INTERVAL_S = 2.0
+# How often offsets whose commit failed are sent again.
+RECOMMIT_INTERVAL_S = 1.0
 LIVENESS_STALE_S = 60.0
 
 
@@ -149,8 +152,12 @@ class Worker:
         *,
         snapshots: SnapshotPublisher | None = None,
         metrics: WorkerMetrics | None = None,
+        commit_log: CommitLog | None = None,
     ):
         self.settings = settings
+        # The consumer's commit reply callback: partitions whose commit failed are
+        # committed again (see _recommit_failed).
+        self.commit_log = commit_log
         self.consumer = consumer
         self.store = store
         self.codec = codec
@@ -179,6 +186,7 @@ class Worker:
         self._reseek = False
         self._check_watermarks_at = 0.0
         self._lag_at = 0.0
+        self._recommit_at = 0.0
         # Extra checks of each decoded event; one raising ValidationError
         # dead-letters the message (see prefsync.defaults.enforce).
         self.event_checks: list[Callable[[Message, dict[str, Any]], None]] = []
@@ -696,6 +704,33 @@ class Worker:
         if now >= self._lag_at:
             self._lag_at = now + LAG_INTERVAL_S
             self._update_lag()
+        if now >= self._recommit_at:
+            self._recommit_at = now + RECOMMIT_INTERVAL_S
+            self._recommit_failed()
+
+    def _recommit_failed(self) -> None:
+        """Send again the last offsets sent for partitions whose commit failed.
+
+        A commit that fails during a rebalance is covered by the next one, but a
+        partition that receives no more messages gets no next commit: its committed
+        offset, and the group's lag, would stay behind until a message arrives.
+        """
+        if self.commit_log is None:
+            return
+        offsets = [
+            TopicPartition(tp[0], tp[1], self._sent[tp])
+            for tp in sorted(self.commit_log.take_failed())
+            if tp in self.assignment and tp in self._sent
+        ]
+        if not offsets:
+            return
+        try:
+            self.consumer.commit(offsets=offsets, asynchronous=True)
+        except KafkaException as exc:
+            log.warning("offsets.commit_failed", error=str(exc), when="recommit")
+            self.metrics.errors.labels("kafka_commit").inc()
+            return
+        log.info("offsets.recommitted", partitions=len(offsets))
 
     def _verify_committed(self) -> None:
         """Read the committed offsets that failed at assignment, to know what Redis

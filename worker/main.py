@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from confluent_kafka import Producer
 
-from consumers.kafka import create_consumer
+from consumers.kafka import CommitLog, create_consumer
 from prefsync.api.pseudonym import Pseudonymizer
 from prefsync.codec import SchemaCatalog, WireCodec
 from prefsync.config import Settings
@@ -56,13 +56,15 @@ def build_worker(settings: Settings, keyring: Keyring | None = None) -> Worker:
         DeadLetterSealer(store, store.keyring),
     )
     snapshots = SnapshotPublisher(producer, settings.topics.snapshots)
+    commit_log = CommitLog()
     worker = Worker(
         settings,
-        create_consumer(settings),
+        create_consumer(settings, on_commit=commit_log),
         store,
         codec,
         dead_letters,
         snapshots=snapshots,
+        commit_log=commit_log,
     )
     worker.event_checks.append(StampBounds.from_settings(settings))
     return worker

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import socket
 import threading
 
 import pytest
@@ -114,3 +115,66 @@ def test_direct_get_threads_return_connections(settings: Settings) -> None:
     named = [c for c in client.client_list() if c["name"] == "direct-get-test"]
     assert values == [b"v1"] * 24
     assert len(named) <= 9
+
+
+class _SilentOnGet:
+    """A loopback server that answers +OK to every command except HELLO (an error,
+    as a RESP2 server does) and GET (never answered), and counts the connections
+    it accepted."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.accepted = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        buffer = b""
+        while chunk := conn.recv(65536):
+            buffer += chunk
+            # Each command is a RESP array whose last bulk string ends its line.
+            while (command := _one_command(buffer)) is not None:
+                name, buffer = command
+                if name == b"HELLO":
+                    conn.sendall(b"-ERR unknown command 'HELLO'\r\n")
+                elif name != b"GET":
+                    conn.sendall(b"+OK\r\n")
+
+
+def _one_command(buffer: bytes) -> tuple[bytes, bytes] | None:
+    """Split the first RESP array command off ``buffer``: (name, rest)."""
+    if not buffer.startswith(b"*") or b"\r\n" not in buffer:
+        return None
+    header, rest = buffer.split(b"\r\n", 1)
+    parts = []
+    for _ in range(int(header[1:])):
+        if b"\r\n" not in rest:
+            return None
+        length_line, rest = rest.split(b"\r\n", 1)
+        length = int(length_line[1:])
+        if len(rest) < length + 2:
+            return None
+        parts.append(rest[:length])
+        rest = rest[length + 2 :]
+    return parts[0].upper(), rest
+
+
+def test_direct_get_timeout_not_retried() -> None:
+    """A GET that timed out is raised at once, not tried again on a new connection."""
+    server = _SilentOnGet()
+    client = redis.Redis(
+        host="127.0.0.1", port=server.port, socket_timeout=0.5, retry=None
+    )
+    with pytest.raises(redis.TimeoutError):
+        DirectGet(client).get("k1")
+    server.listener.close()
+    assert server.accepted == 1

@@ -51,3 +51,12 @@ def test_success_not_logged() -> None:
     with capture_logs() as logs:
         CommitLog()(None, PARTITIONS)
     assert logs == []
+
+
+def test_failed_partitions_taken_once() -> None:
+    """Partitions of failed commits are returned once, successes add none."""
+    commit_log = CommitLog(interval_s=60.0)
+    commit_log(ILLEGAL, PARTITIONS)
+    commit_log(None, [TopicPartition("crm.loyalty", 1, 5)])
+    assert commit_log.take_failed() == {("crm.loyalty", 0)}
+    assert commit_log.take_failed() == set()
