@@ -296,7 +296,10 @@ def _basket(rng: random.Random, store: str) -> dict[str, Any]:
     return {
         "store_id": store,
         "channel": channel,
-        "store_time": f"2025-03-{day:02d}T{hour:02d}:{minute:02d}:00{offset}",
+        # January 2021 lies inside the simulated histories (they start on 2020-01-01
+        # and tiers expire 30 to 365 days after they are granted), so some
+        # customers' tiers are still active there and some have expired.
+        "store_time": f"2021-01-{day:02d}T{hour:02d}:{minute:02d}:00{offset}",
         "store_time_zone": zone,
         "currency": currency,
         "lines": lines,
