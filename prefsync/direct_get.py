@@ -76,8 +76,8 @@ class DirectGet:
         except redis.ResponseError:
             raise
         except redis.TimeoutError:
-            # Redis accepted the command and did not answer in time: a second try
-            # through Redis.get would only wait as long again.
+            # The read timed out after the command was sent. A second try through
+            # Redis.get would wait for the same timeout again.
             self._forget(connection)
             raise
         except (redis.RedisError, OSError):

@@ -118,9 +118,9 @@ def test_direct_get_threads_return_connections(settings: Settings) -> None:
 
 
 class _SilentOnGet:
-    """A loopback server that answers +OK to every command except HELLO (an error,
-    as a RESP2 server does) and GET (never answered), and counts the connections
-    it accepted."""
+    """A loopback server that replies +OK to every command except HELLO (an error
+    reply, as from a RESP2 server) and GET (no reply at all). It counts the
+    connections it accepted."""
 
     def __init__(self) -> None:
         self.listener = socket.create_server(("127.0.0.1", 0))
